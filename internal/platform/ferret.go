@@ -1,0 +1,84 @@
+package platform
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/FerretDB/FerretDB/ferretdb"
+)
+
+// Ferret is an embedded FerretDB on SQLite files.
+type Ferret struct {
+	uri    string
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// StartFerret starts FerretDB with its SQLite files in dir, listening on a
+// random loopback port. FerretDB's own logs go to log only at warn level and
+// above, so a serve prints what an operator needs.
+func StartFerret(dir string, log *slog.Logger) (*Ferret, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("embedded ferretdb: %w", err)
+	}
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	f, err := ferretdb.New(&ferretdb.Config{
+		Listener:  ferretdb.ListenerConfig{TCP: "127.0.0.1:0"},
+		Handler:   "sqlite",
+		SQLiteURL: "file:" + dir + "/",
+		Logger:    slog.New(levelFilter{log.Handler(), slog.LevelWarn}),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("embedded ferretdb: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	fd := &Ferret{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(fd.done)
+		if err := f.Run(ctx); err != nil && ctx.Err() == nil {
+			log.Error("embedded ferretdb stopped", "err", err)
+		}
+	}()
+	uriCh := make(chan string, 1)
+	go func() { uriCh <- f.MongoDBURI() }()
+	select {
+	case fd.uri = <-uriCh:
+	case <-time.After(10 * time.Second):
+		cancel()
+		return nil, fmt.Errorf("embedded ferretdb: not listening after 10s")
+	}
+	return fd, nil
+}
+
+// URI is the MongoDB connection string of the server.
+func (f *Ferret) URI() string { return f.uri }
+
+// Shutdown stops FerretDB and waits until its files are closed.
+func (f *Ferret) Shutdown() {
+	f.cancel()
+	<-f.done
+}
+
+// levelFilter drops records below min; FerretDB logs every connection at info.
+type levelFilter struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (l levelFilter) Enabled(ctx context.Context, lv slog.Level) bool {
+	return lv >= l.min && l.Handler.Enabled(ctx, lv)
+}
+
+func (l levelFilter) WithAttrs(a []slog.Attr) slog.Handler {
+	return levelFilter{l.Handler.WithAttrs(a), l.min}
+}
+
+func (l levelFilter) WithGroup(n string) slog.Handler {
+	return levelFilter{l.Handler.WithGroup(n), l.min}
+}

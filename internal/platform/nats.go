@@ -1,0 +1,66 @@
+package platform
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// NATSOptions configure the embedded nats-server.
+type NATSOptions struct {
+	// StoreDir holds JetStream's file store.
+	StoreDir string
+	// Host and Port to listen on; Port -1 picks a random port.
+	Host string
+	Port int
+}
+
+// NATS is an embedded nats-server with JetStream.
+type NATS struct {
+	srv *server.Server
+}
+
+// StartNATS starts an embedded nats-server and waits until it accepts clients.
+func StartNATS(o NATSOptions) (*NATS, error) {
+	if o.Host == "" {
+		o.Host = "127.0.0.1"
+	}
+	if o.Port == 0 {
+		o.Port = -1
+	}
+	srv, err := server.NewServer(&server.Options{
+		ServerName: "ocfcloud-embedded",
+		Host:       o.Host,
+		Port:       o.Port,
+		JetStream:  true,
+		StoreDir:   o.StoreDir,
+		NoLog:      true,
+		NoSigs:     true,
+		// Room for event payloads with large resource representations.
+		MaxPayload: 8 << 20,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		srv.Shutdown()
+		return nil, errors.New("embedded nats: not ready after 10s")
+	}
+	if !srv.JetStreamEnabled() {
+		srv.Shutdown()
+		return nil, fmt.Errorf("embedded nats: JetStream did not start (store dir %q)", o.StoreDir)
+	}
+	return &NATS{srv: srv}, nil
+}
+
+// URL is the client URL of the server.
+func (n *NATS) URL() string { return n.srv.ClientURL() }
+
+// Shutdown stops the server and waits for it.
+func (n *NATS) Shutdown() {
+	n.srv.Shutdown()
+	n.srv.WaitForShutdown()
+}
