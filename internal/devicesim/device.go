@@ -1,0 +1,287 @@
+package devicesim
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/mux"
+	"github.com/plgd-dev/go-coap/v3/options"
+	"github.com/plgd-dev/go-coap/v3/tcp"
+	"github.com/plgd-dev/go-coap/v3/tcp/client"
+
+	"github.com/ocfcloud/ocfcloud/internal/ocf"
+)
+
+// ErrUnauthorized is returned by Run when the cloud rejects the onboarding
+// code (sign-up 4.01) or the refresh token; the device cannot recover without
+// a new code, as with a real device.
+var ErrUnauthorized = errors.New("cloud rejected the device credentials")
+
+// Timings that mirror iotivity-lite. Variables so tests in this package could
+// shorten them; production code never changes them.
+var (
+	signUpRetryInterval = 2 * time.Second  // sign-up answer timeout and retry period
+	requestTimeout      = 10 * time.Second // sign-in, refresh, publish
+	minBackoff          = 500 * time.Millisecond
+	maxBackoff          = 30 * time.Second
+)
+
+const (
+	defaultName         = "ocfcloud-sim"
+	defaultPingInterval = 20 * time.Second
+	missedPongsToDrop   = 2
+	publishTTL          = 0 // 0: links live until unpublished, as iotivity-lite publishes
+)
+
+// Config describes the device and the cloud it connects to; the fields are
+// the device's CoAPCloudConf resource (apn, cis, sid, at) plus simulator knobs.
+type Config struct {
+	CIS          string        // "coap+tcp://host:port" or "coaps+tcp://host:port"
+	APN          string        // auth provider name, sent as authprovider
+	SID          string        // cloud id (informational; logged)
+	AccessToken  string        // the onboarding code ("at")
+	DeviceID     string        // di; if empty a random UUID v4
+	Name         string        // device name, default "ocfcloud-sim"
+	TLS          *tls.Config   // used for coaps+tcp
+	PingInterval time.Duration // default 20s
+	Logger       *slog.Logger
+}
+
+// Device is a simulated OCF device. Its methods are safe for concurrent use.
+type Device struct {
+	cfg     Config
+	addr    string
+	useTLS  bool
+	piid    string
+	pi      string
+	log     *slog.Logger
+	ready   chan struct{}
+	readyMu sync.Once
+
+	credMu sync.Mutex
+	cred   credentials
+
+	lightMu sync.Mutex
+	light   lightState
+
+	// obsMu serialises observe registrations and notifications so that
+	// sequence numbers reach every observer in increasing order.
+	obsMu     sync.Mutex
+	obsSeq    uint32
+	observers map[observerKey]observer
+}
+
+type credentials struct {
+	signedUp     bool
+	uid          string
+	accessToken  string
+	refreshToken string
+	expiresAt    time.Time // zero: never expires
+}
+
+// New validates cfg and returns a device that has not connected yet.
+func New(cfg Config) (*Device, error) {
+	var errs []error
+	u, err := url.Parse(cfg.CIS)
+	addr, useTLS := "", false
+	switch {
+	case cfg.CIS == "":
+		errs = append(errs, errors.New("cis is required"))
+	case err != nil:
+		errs = append(errs, fmt.Errorf("cis: %w", err))
+	case u.Scheme != "coap+tcp" && u.Scheme != "coaps+tcp":
+		errs = append(errs, fmt.Errorf("cis %q: scheme must be coap+tcp or coaps+tcp", cfg.CIS))
+	case u.Host == "" || u.Port() == "":
+		errs = append(errs, fmt.Errorf("cis %q: host and port are required", cfg.CIS))
+	default:
+		addr, useTLS = u.Host, u.Scheme == "coaps+tcp"
+	}
+	if useTLS && cfg.TLS == nil {
+		errs = append(errs, errors.New("coaps+tcp needs a TLS config"))
+	}
+	if cfg.AccessToken == "" {
+		errs = append(errs, errors.New("access token (onboarding code) is required"))
+	}
+	if cfg.PingInterval < 0 {
+		errs = append(errs, errors.New("ping interval must not be negative"))
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("devicesim config: %w", errors.Join(errs...))
+	}
+	if cfg.DeviceID == "" {
+		cfg.DeviceID = newUUID()
+	}
+	if cfg.Name == "" {
+		cfg.Name = defaultName
+	}
+	if cfg.PingInterval == 0 {
+		cfg.PingInterval = defaultPingInterval
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Device{
+		cfg:       cfg,
+		addr:      addr,
+		useTLS:    useTLS,
+		piid:      newUUID(),
+		pi:        newUUID(),
+		log:       cfg.Logger.With("device_id", cfg.DeviceID),
+		ready:     make(chan struct{}),
+		light:     lightState{Name: "Light"},
+		observers: make(map[observerKey]observer),
+	}, nil
+}
+
+// DeviceID returns the device id (di).
+func (d *Device) DeviceID() string { return d.cfg.DeviceID }
+
+// Ready is closed after the first successful publish.
+func (d *Device) Ready() <-chan struct{} { return d.ready }
+
+// Run connects to the cloud and keeps the device online until ctx is done.
+// It signs up once (retrying with the same code while the cloud is silent or
+// failing), and on every connection signs in — refreshing the token first
+// when it has expired or the cloud answers 4.01 — publishes its resources and
+// serves the cloud's requests. A lost connection is re-dialled with backoff.
+// Run returns nil when ctx is done, and an error wrapping ErrUnauthorized when
+// the cloud rejects the credentials for good.
+func (d *Device) Run(ctx context.Context) error {
+	d.log.Info("device starting", "cis", d.cfg.CIS, "sid", d.cfg.SID, "apn", d.cfg.APN)
+	backoff := minBackoff
+	for {
+		online, err := d.connectOnce(ctx)
+		if ctx.Err() != nil {
+			d.log.Info("device stopped")
+			return nil
+		}
+		if errors.Is(err, ErrUnauthorized) {
+			d.log.Error("device gives up", "error", err)
+			return err
+		}
+		if online {
+			backoff = minBackoff
+		}
+		wait := backoff/2 + mrand.N(backoff/2+1)
+		d.log.Warn("connection lost, reconnecting", "error", err, "in", wait)
+		select {
+		case <-ctx.Done():
+			d.log.Info("device stopped")
+			return nil
+		case <-time.After(wait):
+		}
+		backoff = min(backoff*2, maxBackoff)
+	}
+}
+
+// connectOnce runs one connection from dial to loss. online reports whether
+// the device got as far as publishing, which resets the backoff.
+func (d *Device) connectOnce(ctx context.Context) (online bool, err error) {
+	conn, err := d.dial(ctx)
+	if err != nil {
+		return false, fmt.Errorf("dial %s: %w", d.addr, err)
+	}
+	defer conn.Close()
+	d.log.Info("connected", "remote", conn.RemoteAddr().String())
+
+	if err := d.ensureSignedUp(ctx, conn); err != nil {
+		return false, err
+	}
+	if err := d.signIn(ctx, conn); err != nil {
+		return false, err
+	}
+	if err := d.publish(ctx, conn); err != nil {
+		return false, err
+	}
+	d.readyMu.Do(func() { close(d.ready) })
+	return true, d.keepAlive(ctx, conn)
+}
+
+func (d *Device) dial(ctx context.Context) (*client.Conn, error) {
+	router := mux.NewRouter()
+	router.SetErrorHandler(func(err error) { d.log.Debug("coap router", "error", err) })
+	router.DefaultHandle(mux.HandlerFunc(d.serve))
+	opts := []tcp.Option{
+		options.WithMux(router),
+		options.WithContext(ctx),
+		// Real devices do not open with a CSM and ignore the cloud's.
+		options.WithDisableTCPSignalMessageCSM(),
+		options.WithErrors(func(err error) { d.log.Debug("coap connection", "error", err) }),
+		// Several cloud requests may be in flight; our own requests are few.
+		options.WithLimitClientParallelRequest(0),
+		options.WithLimitClientEndpointParallelRequest(0),
+	}
+	if d.useTLS {
+		opts = append(opts, options.WithTLS(d.cfg.TLS))
+	}
+	conn, err := tcp.Dial(d.addr, opts...)
+	if err != nil {
+		return nil, err
+	}
+	conn.AddOnClose(func() { d.dropObservers(conn) })
+	return conn, nil
+}
+
+// keepAlive pings every PingInterval and drops the connection after
+// missedPongsToDrop pings in a row go unanswered within the interval.
+func (d *Device) keepAlive(ctx context.Context, conn *client.Conn) error {
+	ticker := time.NewTicker(d.cfg.PingInterval)
+	defer ticker.Stop()
+	missed := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-conn.Done():
+			return errors.New("connection closed by peer")
+		case <-ticker.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, d.cfg.PingInterval)
+		err := conn.Ping(pctx)
+		cancel()
+		if err == nil {
+			missed = 0
+			continue
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		missed++
+		d.log.Warn("ping unanswered", "missed", missed, "error", err)
+		if missed >= missedPongsToDrop {
+			return fmt.Errorf("%d pongs missed", missed)
+		}
+	}
+}
+
+// ocfOptions are the options iotivity-lite puts on every request.
+func ocfOptions() message.Options {
+	return message.Options{
+		{ID: message.Accept, Value: encodeUint(uint32(ocf.ContentFormatCBOR))},
+		{ID: ocf.OptionAcceptVersion, Value: encodeUint(ocf.Version1)},
+		{ID: ocf.OptionContentVersion, Value: encodeUint(ocf.Version1)},
+	}
+}
+
+func encodeUint(v uint32) []byte {
+	buf := make([]byte, 4)
+	n, _ := message.EncodeUint32(buf, v) // 4 bytes always suffice
+	return buf[:n]
+}
+
+func newUUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand never fails on supported platforms
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
