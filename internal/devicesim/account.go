@@ -103,8 +103,8 @@ func (d *Device) ensureSignedUp(ctx context.Context, conn *client.Conn) error {
 				uid:          resp.UserID,
 				accessToken:  resp.AccessToken,
 				refreshToken: resp.RefreshToken,
-				expiresAt:    expiry(start, resp.ExpiresIn),
 			}
+			d.cred.setExpiry(start, resp.ExpiresIn)
 			d.credMu.Unlock()
 			d.log.Info("signed up", "user_id", resp.UserID, "expires_in", resp.ExpiresIn)
 			return nil
@@ -157,7 +157,7 @@ func (d *Device) signIn(ctx context.Context, conn *client.Conn) error {
 		err := post(ctx, conn, requestTimeout, ocf.PathSession, req, &resp)
 		if err == nil {
 			d.credMu.Lock()
-			d.cred.expiresAt = expiry(start, resp.ExpiresIn)
+			d.cred.setExpiry(start, resp.ExpiresIn)
 			d.credMu.Unlock()
 			d.log.Info("signed in", "user_id", req.UserID, "expires_in", resp.ExpiresIn)
 			return nil
@@ -197,7 +197,7 @@ func (d *Device) refresh(ctx context.Context, conn *client.Conn) error {
 	if resp.RefreshToken != "" {
 		d.cred.refreshToken = resp.RefreshToken
 	}
-	d.cred.expiresAt = expiry(start, resp.ExpiresIn)
+	d.cred.setExpiry(start, resp.ExpiresIn)
 	d.credMu.Unlock()
 	d.log.Info("token refreshed", "expires_in", resp.ExpiresIn)
 	return nil
@@ -214,10 +214,23 @@ func (d *Device) publish(ctx context.Context, conn *client.Conn) error {
 	return nil
 }
 
-// expiry turns an expiresin answer into a deadline; -1 (or 0) means never.
-func expiry(start time.Time, expiresIn int64) time.Time {
+// setExpiry records an expiresin answer (seconds from start). -1 means
+// never; 0, which no schema allows, is read the same way rather than as
+// "expired", so a confused cloud cannot make the device refresh in a loop.
+// The token is refreshed on a live connection a tenth of its lifetime (at
+// most a minute) before it expires, as iotivity-lite does.
+func (c *credentials) setExpiry(start time.Time, expiresIn int64) {
 	if expiresIn <= 0 {
-		return time.Time{}
+		c.expiresAt, c.refreshAt = time.Time{}, time.Time{}
+		return
 	}
-	return start.Add(time.Duration(expiresIn) * time.Second)
+	life := time.Duration(expiresIn) * time.Second
+	c.expiresAt = start.Add(life)
+	c.refreshAt = c.expiresAt.Add(-min(life/10, time.Minute))
+}
+
+func (d *Device) refreshDeadline() time.Time {
+	d.credMu.Lock()
+	defer d.credMu.Unlock()
+	return d.cred.refreshAt
 }

@@ -26,9 +26,8 @@ import (
 // a new code, as with a real device.
 var ErrUnauthorized = errors.New("cloud rejected the device credentials")
 
-// Timings that mirror iotivity-lite. Variables so tests in this package could
-// shorten them; production code never changes them.
-var (
+// Timings that mirror iotivity-lite.
+const (
 	signUpRetryInterval = 2 * time.Second  // sign-up answer timeout and retry period
 	requestTimeout      = 10 * time.Second // sign-in, refresh, publish
 	minBackoff          = 500 * time.Millisecond
@@ -86,6 +85,7 @@ type credentials struct {
 	accessToken  string
 	refreshToken string
 	expiresAt    time.Time // zero: never expires
+	refreshAt    time.Time // when to refresh on a live connection; zero: never
 }
 
 // New validates cfg and returns a device that has not connected yet.
@@ -232,10 +232,20 @@ func (d *Device) dial(ctx context.Context) (*client.Conn, error) {
 }
 
 // keepAlive pings every PingInterval and drops the connection after
-// missedPongsToDrop pings in a row go unanswered within the interval.
+// missedPongsToDrop pings in a row go unanswered within the interval. It also
+// refreshes the access token and signs in again before the token expires.
 func (d *Device) keepAlive(ctx context.Context, conn *client.Conn) error {
 	ticker := time.NewTicker(d.cfg.PingInterval)
 	defer ticker.Stop()
+	refresh := time.NewTimer(0)
+	defer refresh.Stop()
+	armRefresh := func() {
+		refresh.Stop()
+		if at := d.refreshDeadline(); !at.IsZero() {
+			refresh.Reset(time.Until(at))
+		}
+	}
+	armRefresh()
 	missed := 0
 	for {
 		select {
@@ -243,6 +253,16 @@ func (d *Device) keepAlive(ctx context.Context, conn *client.Conn) error {
 			return ctx.Err()
 		case <-conn.Done():
 			return errors.New("connection closed by peer")
+		case <-refresh.C:
+			d.log.Info("access token about to expire, refreshing")
+			if err := d.refresh(ctx, conn); err != nil {
+				return err
+			}
+			if err := d.signIn(ctx, conn); err != nil {
+				return err
+			}
+			armRefresh()
+			continue
 		case <-ticker.C:
 		}
 		pctx, cancel := context.WithTimeout(ctx, d.cfg.PingInterval)

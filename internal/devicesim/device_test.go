@@ -501,3 +501,68 @@ func TestSimulatorDropsLinkAfterMissedPongs(t *testing.T) {
 		t.Errorf("second connection requests = %v, want %v", second, want)
 	}
 }
+
+func TestSimulatorRefreshesTokenBeforeItExpires(t *testing.T) {
+	f := newFakeCloud(t)
+	f.signInLife.Store(1) // refresh due 0.9 s after sign-in
+	d, _ := startDevice(t, f, nil)
+	waitReady(t, d, 10*time.Second)
+	waitFor(t, 5*time.Second, "a token refresh", func() bool { return len(f.requestsTo(ocf.PathTokenRefresh)) > 0 })
+	f.signInLife.Store(3000)
+	waitFor(t, 5*time.Second, "a sign-in with the new token", func() bool {
+		for _, r := range f.requestsTo(ocf.PathSession) {
+			if r.body["accesstoken"] == "access-2" {
+				return true
+			}
+		}
+		return false
+	})
+	for _, r := range f.requests() {
+		if r.conn != 1 {
+			t.Errorf("%s on connection %d, want everything on the first connection", r.path, r.conn)
+		}
+	}
+	if n := len(f.requestsTo(ocf.PathRD)); n != 1 {
+		t.Errorf("publishes = %d, want 1: a refresh keeps the links", n)
+	}
+	assertNoOptionProblems(t, f.requests())
+}
+
+func TestSimulatorRefreshesExpiredTokenBeforeSigningIn(t *testing.T) {
+	f := newFakeCloud(t)
+	d, _ := startDevice(t, f, nil)
+	waitReady(t, d, 10*time.Second)
+
+	// Let the token lapse while the device is offline.
+	d.credMu.Lock()
+	d.cred.expiresAt = time.Now().Add(-time.Second)
+	d.credMu.Unlock()
+	if err := f.conn(1).Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "a publish on a second connection", func() bool { return f.isPublished(2) })
+	var second []string
+	for _, r := range f.requests() {
+		if r.conn == 2 {
+			second = append(second, r.path)
+		}
+	}
+	if want := []string{ocf.PathTokenRefresh, ocf.PathSession, ocf.PathRD}; !slices.Equal(second, want) {
+		t.Errorf("second connection requests = %v, want %v", second, want)
+	}
+}
+
+func TestSimulatorRetriesSignUpAfterServerError(t *testing.T) {
+	f := newFakeCloud(t)
+	f.failSignUps.Store(1)
+	d, _ := startDevice(t, f, nil)
+	waitReady(t, d, 10*time.Second)
+
+	ups := f.requestsTo(ocf.PathAccount)
+	if len(ups) != 2 || ups[1].body["accesstoken"] != fakeCode {
+		t.Fatalf("sign-ups = %d, want 2 with the same code", len(ups))
+	}
+	if gap := ups[1].at.Sub(ups[0].at); gap < 1500*time.Millisecond || gap > 3500*time.Millisecond {
+		t.Errorf("retry came %v after the 5.03, want about 2s", gap)
+	}
+}

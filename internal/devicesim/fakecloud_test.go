@@ -2,7 +2,9 @@ package devicesim
 
 import (
 	"bytes"
+	"crypto/tls"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +18,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/options"
 	"github.com/plgd-dev/go-coap/v3/tcp"
 	"github.com/plgd-dev/go-coap/v3/tcp/client"
+	tcpserver "github.com/plgd-dev/go-coap/v3/tcp/server"
 
 	"github.com/ocfcloud/ocfcloud/internal/ocf"
 )
@@ -44,7 +47,9 @@ type fakeCloud struct {
 	addr string
 
 	dropSignUps   atomic.Int32 // sign-ups to leave unanswered
+	failSignUps   atomic.Int32 // sign-ups to answer 5.03
 	rejectSignIns atomic.Int32 // sign-ins to answer 4.01
+	signInLife    atomic.Int64 // expiresin of sign-in answers; 0 means 3000
 
 	mu        sync.Mutex
 	conns     []*client.Conn
@@ -59,6 +64,12 @@ type fakeCloud struct {
 
 func newFakeCloud(t *testing.T) *fakeCloud {
 	t.Helper()
+	return newFakeCloudWith(t, nil)
+}
+
+// newFakeCloudWith listens with TLS when tlsCfg is set (coaps+tcp).
+func newFakeCloudWith(t *testing.T, tlsCfg *tls.Config) *fakeCloud {
+	t.Helper()
 	f := &fakeCloud{
 		t:         t,
 		connIDs:   map[mux.Conn]int{},
@@ -67,7 +78,16 @@ func newFakeCloud(t *testing.T) *fakeCloud {
 	}
 	router := mux.NewRouter()
 	router.DefaultHandle(mux.HandlerFunc(f.handle))
-	l, err := coapnet.NewTCPListener("tcp", "127.0.0.1:0")
+	var l interface {
+		tcpserver.Listener
+		Addr() net.Addr
+	}
+	var err error
+	if tlsCfg != nil {
+		l, err = coapnet.NewTLSListener("tcp", "127.0.0.1:0", tlsCfg)
+	} else {
+		l, err = coapnet.NewTCPListener("tcp", "127.0.0.1:0")
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,6 +123,14 @@ func newFakeCloud(t *testing.T) *fakeCloud {
 
 func (f *fakeCloud) cis() string { return "coap+tcp://" + f.addr }
 
+// peerCertificates returns the client certificates of connection n (TLS only).
+func (f *fakeCloud) peerCertificates(n int) int {
+	if tc, ok := f.conn(n).NetConn().(*tls.Conn); ok {
+		return len(tc.ConnectionState().PeerCertificates)
+	}
+	return -1
+}
+
 func (f *fakeCloud) handle(w mux.ResponseWriter, r *mux.Message) {
 	path, _ := r.Options().Path()
 	raw, _ := r.ReadBody()
@@ -121,6 +149,10 @@ func (f *fakeCloud) handle(w mux.ResponseWriter, r *mux.Message) {
 	case ocf.PathAccount:
 		if f.dropSignUps.Add(-1) >= 0 {
 			return // leave the device waiting, as a lost answer would
+		}
+		if f.failSignUps.Add(-1) >= 0 {
+			answer(w, codes.ServiceUnavailable, nil)
+			return
 		}
 		if rec.body["accesstoken"] != fakeCode {
 			answer(w, codes.Unauthorized, nil)
@@ -141,7 +173,11 @@ func (f *fakeCloud) handle(w mux.ResponseWriter, r *mux.Message) {
 			answer(w, codes.Unauthorized, nil)
 			return
 		}
-		answer(w, codes.Changed, ocf.SessionResponse{ExpiresIn: 3000})
+		life := f.signInLife.Load()
+		if life == 0 {
+			life = 3000
+		}
+		answer(w, codes.Changed, ocf.SessionResponse{ExpiresIn: life})
 	case ocf.PathTokenRefresh:
 		f.mu.Lock()
 		ok := rec.body["refreshtoken"] == f.refresh

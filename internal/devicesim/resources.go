@@ -85,6 +85,11 @@ func (d *Device) lightRep() lightState {
 
 // serve answers the cloud's requests on the device connection.
 func (d *Device) serve(w mux.ResponseWriter, r *mux.Message) {
+	if r.Code() == codes.Empty || r.Code()>>5 != 0 {
+		// Not a request: a late answer to a request that already timed out
+		// (a slow sign-up) lands here. Answering it would confuse the cloud.
+		return
+	}
 	path, _ := r.Options().Path()
 	switch path {
 	case ocf.PathDevice:

@@ -35,3 +35,6 @@ const (
 	PathDevice       = "/oic/d"
 	PathPlatform     = "/oic/p"
 )
+
+// Uint16Bytes encodes v as a big-endian two-byte CoAP option value.
+func Uint16Bytes(v uint16) []byte { return []byte{byte(v >> 8), byte(v)} }

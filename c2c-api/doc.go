@@ -1,0 +1,8 @@
+// Package c2capi serves the OCF Cloud-to-Cloud REST API under /api/v1/devices
+// for applications holding Bearer tokens from authz. It checks scopes and
+// ownership, reads devices and resource twins from the registry over NATS and
+// answers in the OCF C2C shapes (JSON by default, OCF CBOR on request).
+//
+// It must not keep device state of its own or talk to devices directly: live
+// requests go through the gateway on NATS.
+package c2capi

@@ -1,0 +1,12 @@
+// Package coapgateway terminates device connections: CoAP over TCP (coap+tcp)
+// and over TLS with device certificates (coaps+tcp). It implements the OCF
+// device-to-cloud resources (/oic/sec/account, /oic/sec/session,
+// /oic/sec/tokenrefresh, /oic/rd), exchanges onboarding codes and refresh
+// tokens at authz over HTTP, verifies access tokens locally, observes the
+// resources that devices publish and turns everything into events on
+// JetStream.
+//
+// Sessions live in memory on the connection and die with it. The gateway must
+// not keep durable state or answer queries about devices: that is the
+// registry's job.
+package coapgateway

@@ -1,0 +1,398 @@
+package coapgateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/mux"
+
+	"github.com/ocfcloud/ocfcloud/internal/events"
+	"github.com/ocfcloud/ocfcloud/internal/ocf"
+	"github.com/ocfcloud/ocfcloud/internal/registryapi"
+)
+
+var uuidPattern = regexp.MustCompile(`^[a-fA-F0-9]{8}-[a-fA-F0-9]{4}-[a-fA-F0-9]{4}-[a-fA-F0-9]{4}-[a-fA-F0-9]{12}$`)
+
+func (g *Gateway) backendCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), g.cfg.BackendTimeout)
+}
+
+func (g *Gateway) handleNotFound(w mux.ResponseWriter, r *mux.Message) {
+	s := g.sessionOf(w)
+	if s == nil {
+		return
+	}
+	if signedIn, _, _ := s.identity(); !signedIn {
+		respondError(w, codes.Unauthorized, "sign in first")
+		return
+	}
+	respondError(w, codes.NotFound, "no such resource on the cloud")
+}
+
+// handleAccount is sign-up (POST) and sign-off (DELETE).
+func (g *Gateway) handleAccount(w mux.ResponseWriter, r *mux.Message) {
+	s := g.sessionOf(w)
+	if s == nil {
+		return
+	}
+	switch r.Code() {
+	case codes.POST:
+		g.signUp(s, w, r)
+	case codes.DELETE:
+		g.signOff(s, w, r)
+	default:
+		respondError(w, codes.MethodNotAllowed, "use POST to sign up or DELETE to sign off")
+	}
+}
+
+func (g *Gateway) signUp(s *session, w mux.ResponseWriter, r *mux.Message) {
+	var req ocf.SignUpRequest
+	if err := decodeBody(r, &req); err != nil {
+		respondError(w, codes.BadRequest, "sign-up: "+err.Error())
+		return
+	}
+	if !uuidPattern.MatchString(req.DeviceID) {
+		respondError(w, codes.BadRequest, "sign-up: di must be a UUID")
+		return
+	}
+	if req.AccessToken == "" {
+		respondError(w, codes.BadRequest, "sign-up: accesstoken (the onboarding code) is required")
+		return
+	}
+	ctx, cancel := g.backendCtx()
+	defer cancel()
+	tok, err := g.authz.exchangeCode(ctx, req.AccessToken, req.DeviceID)
+	if errors.Is(err, errGrantRejected) {
+		s.log.Info("sign-up rejected", "device_id", req.DeviceID)
+		s.authFailed()
+		respondError(w, codes.Unauthorized, "sign-up: the onboarding code is invalid, expired or used")
+		return
+	}
+	if err != nil {
+		s.log.Warn("sign-up: authz unavailable", "device_id", req.DeviceID, "err", err)
+		respondError(w, codes.ServiceUnavailable, "sign-up: authorization service unavailable, retry")
+		return
+	}
+	if err := s.publishNow(ctx, tok.UserID, req.DeviceID, events.DeviceRegistered, nil); err != nil {
+		s.log.Warn("sign-up: cannot record device", "device_id", req.DeviceID, "err", err)
+		respondError(w, codes.ServiceUnavailable, "sign-up: event store unavailable, retry")
+		return
+	}
+	s.log.Info("device signed up", "device_id", req.DeviceID, "user_id", tok.UserID)
+	respondCBOR(w, codes.Changed, ocf.SignUpResponse{
+		AccessToken:  tok.AccessToken,
+		RefreshToken: tok.RefreshToken,
+		UserID:       tok.UserID,
+		ExpiresIn:    expiresIn(tok.ExpiresIn),
+		RedirectURI:  "",
+	})
+}
+
+func expiresIn(seconds int64) int64 {
+	if seconds <= 0 {
+		return -1
+	}
+	return seconds
+}
+
+// signOff removes the device: from the query (di, uid, accesstoken) as the
+// OCF spec describes, or from the signed-in session.
+func (g *Gateway) signOff(s *session, w mux.ResponseWriter, r *mux.Message) {
+	q := queryValues(r)
+	di, tokenRaw := q["di"], q["accesstoken"]
+	signedIn, sdi, suid := s.identity()
+	owner := ""
+	ctx, cancel := g.backendCtx()
+	defer cancel()
+	switch {
+	case tokenRaw != "":
+		c, err := g.cfg.Verifier.Verify(ctx, tokenRaw)
+		if err != nil || (di != "" && c.DeviceID != di) || (q["uid"] != "" && c.Subject != q["uid"]) {
+			s.authFailed()
+			respondError(w, codes.Unauthorized, "sign-off: invalid access token")
+			return
+		}
+		di, owner = c.DeviceID, c.Subject
+	case signedIn && (di == "" || di == sdi):
+		di, owner = sdi, suid
+	default:
+		respondError(w, codes.Unauthorized, "sign-off: sign in or give di, uid and accesstoken")
+		return
+	}
+	if err := s.publishNow(ctx, owner, di, events.DeviceUnregistered, nil); err != nil {
+		respondError(w, codes.ServiceUnavailable, "sign-off: event store unavailable, retry")
+		return
+	}
+	if signedIn && sdi == di {
+		s.mu.Lock()
+		s.signedIn = false
+		s.mu.Unlock()
+	}
+	s.log.Info("device signed off", "device_id", di)
+	w.SetResponse(codes.Deleted, 0, nil) //nolint:errcheck
+}
+
+func (g *Gateway) handleSession(w mux.ResponseWriter, r *mux.Message) {
+	s := g.sessionOf(w)
+	if s == nil {
+		return
+	}
+	if r.Code() != codes.POST {
+		respondError(w, codes.MethodNotAllowed, "use POST to sign in or out")
+		return
+	}
+	var req ocf.SessionRequest
+	if err := decodeBody(r, &req); err != nil {
+		respondError(w, codes.BadRequest, "session: "+err.Error())
+		return
+	}
+	ctx, cancel := g.backendCtx()
+	defer cancel()
+	if !req.Login {
+		signedIn, di, _ := s.identity()
+		if signedIn && (req.DeviceID == "" || req.DeviceID == di) {
+			s.signOut()
+		}
+		respondCBOR(w, codes.Changed, map[string]any{})
+		return
+	}
+	if req.DeviceID == "" || req.UserID == "" || req.AccessToken == "" {
+		respondError(w, codes.BadRequest, "sign-in: di, uid and accesstoken are required")
+		return
+	}
+	c, err := g.cfg.Verifier.Verify(ctx, req.AccessToken)
+	if err != nil || c.DeviceID != req.DeviceID || c.Subject != req.UserID {
+		s.log.Info("sign-in rejected", "device_id", req.DeviceID)
+		s.authFailed()
+		respondError(w, codes.Unauthorized, "sign-in: invalid or expired access token")
+		return
+	}
+	if err := s.publishNow(ctx, c.Subject, c.DeviceID, events.DeviceOnline, nil); err != nil {
+		respondError(w, codes.ServiceUnavailable, "sign-in: event store unavailable, retry")
+		return
+	}
+	s.signIn(c.DeviceID, c.Subject, c.ExpiresAt)
+	s.log.Info("device signed in")
+	exp := int64(-1)
+	if !c.ExpiresAt.IsZero() {
+		exp = max(int64(time.Until(c.ExpiresAt).Seconds()), 0)
+	}
+	respondCBOR(w, codes.Changed, ocf.SessionResponse{ExpiresIn: exp})
+	// A device that reconnects only signs in: observe what it published before.
+	go g.restoreLinks(s, c.Subject, c.DeviceID)
+}
+
+func (g *Gateway) restoreLinks(s *session, owner, deviceID string) {
+	ctx, cancel := context.WithTimeout(s.ctx, g.cfg.BackendTimeout)
+	defer cancel()
+	d, err := g.registry.Get(ctx, registryapi.GetRequest{Caller: registryapi.Caller{UserID: owner}, DeviceID: deviceID})
+	if err != nil {
+		if !errors.Is(err, registryapi.ErrNotFound) {
+			s.log.Warn("cannot load published links", "err", err)
+		}
+		return
+	}
+	s.setLinks(d.Links)
+	s.observe(d.Links)
+}
+
+func (g *Gateway) handleTokenRefresh(w mux.ResponseWriter, r *mux.Message) {
+	s := g.sessionOf(w)
+	if s == nil {
+		return
+	}
+	if r.Code() != codes.POST {
+		respondError(w, codes.MethodNotAllowed, "use POST to refresh a token")
+		return
+	}
+	var req ocf.TokenRefreshRequest
+	if err := decodeBody(r, &req); err != nil {
+		respondError(w, codes.BadRequest, "token refresh: "+err.Error())
+		return
+	}
+	if !uuidPattern.MatchString(req.DeviceID) || req.RefreshToken == "" {
+		respondError(w, codes.BadRequest, "token refresh: di and refreshtoken are required")
+		return
+	}
+	ctx, cancel := g.backendCtx()
+	defer cancel()
+	tok, err := g.authz.refresh(ctx, req.RefreshToken, req.DeviceID)
+	if errors.Is(err, errGrantRejected) {
+		s.authFailed()
+		respondError(w, codes.Unauthorized, "token refresh: invalid refresh token")
+		return
+	}
+	if err != nil {
+		respondError(w, codes.ServiceUnavailable, "token refresh: authorization service unavailable, retry")
+		return
+	}
+	respondCBOR(w, codes.Changed, ocf.TokenRefreshResponse{AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, ExpiresIn: expiresIn(tok.ExpiresIn)})
+}
+
+// handleRD publishes (POST) and unpublishes (DELETE) resource links.
+func (g *Gateway) handleRD(w mux.ResponseWriter, r *mux.Message) {
+	s := g.sessionOf(w)
+	if s == nil {
+		return
+	}
+	signedIn, di, uid := s.identity()
+	if !signedIn {
+		respondError(w, codes.Unauthorized, "sign in first")
+		return
+	}
+	ctx, cancel := g.backendCtx()
+	defer cancel()
+	switch r.Code() {
+	case codes.POST:
+		var req ocf.PublishRequest
+		if err := decodeBody(r, &req); err != nil {
+			respondError(w, codes.BadRequest, "publish: "+err.Error())
+			return
+		}
+		if req.DeviceID != "" && req.DeviceID != di {
+			respondError(w, codes.Forbidden, "publish: di is not the signed-in device")
+			return
+		}
+		if len(req.Links) == 0 {
+			respondError(w, codes.BadRequest, "publish: no links")
+			return
+		}
+		for i := range req.Links {
+			l := &req.Links[i]
+			if !strings.HasPrefix(l.Href, "/") || len(l.Href) > 512 {
+				respondError(w, codes.BadRequest, fmt.Sprintf("publish: link %d: href must be an absolute path", i))
+				return
+			}
+			if l.DeviceID != "" && l.DeviceID != di {
+				respondError(w, codes.Forbidden, fmt.Sprintf("publish: link %d belongs to another device", i))
+				return
+			}
+			l.DeviceID = di
+			if l.InstanceID == 0 {
+				l.InstanceID = instanceID(l.Href)
+			}
+		}
+		if err := s.publishNow(ctx, uid, di, events.ResourcesPublished, func(e *events.Envelope) {
+			e.ContentType, e.Content = events.ContentTypeJSON, publishedContent(req.Links)
+		}); err != nil {
+			respondError(w, codes.ServiceUnavailable, "publish: event store unavailable, retry")
+			return
+		}
+		s.setLinks(req.Links)
+		req.DeviceID = di
+		respondCBOR(w, codes.Changed, req)
+		go s.observe(req.Links)
+	case codes.DELETE:
+		q := queryValues(r)
+		if q["di"] != "" && q["di"] != di {
+			respondError(w, codes.Forbidden, "unpublish: di is not the signed-in device")
+			return
+		}
+		hrefs, err := s.hrefsOf(queryAll(r, "ins"))
+		if err != nil {
+			respondError(w, codes.BadRequest, "unpublish: "+err.Error())
+			return
+		}
+		if len(hrefs) > 0 {
+			if err := s.publishNow(ctx, uid, di, events.ResourcesUnpublished, func(e *events.Envelope) {
+				e.ContentType, e.Content = events.ContentTypeJSON, unpublishedContent(hrefs)
+			}); err != nil {
+				respondError(w, codes.ServiceUnavailable, "unpublish: event store unavailable, retry")
+				return
+			}
+			s.removeLinks(hrefs)
+		}
+		_ = w.SetResponse(codes.Deleted, 0, nil)
+	default:
+		respondError(w, codes.MethodNotAllowed, "use POST to publish or DELETE to unpublish")
+	}
+}
+
+// handleRes answers the cloud's view of the signed-in device's links.
+func (g *Gateway) handleRes(w mux.ResponseWriter, r *mux.Message) {
+	s := g.sessionOf(w)
+	if s == nil {
+		return
+	}
+	signedIn, di, _ := s.identity()
+	if !signedIn {
+		respondError(w, codes.Unauthorized, "sign in first")
+		return
+	}
+	if r.Code() != codes.GET {
+		respondError(w, codes.MethodNotAllowed, "use GET")
+		return
+	}
+	s.mu.Lock()
+	links := make([]ocf.Link, 0, len(s.links))
+	for _, l := range s.links {
+		l.Href = "/" + di + l.Href
+		links = append(links, l)
+	}
+	s.mu.Unlock()
+	respondCBOR(w, codes.Content, links)
+}
+
+// hrefsOf resolves instance ids to hrefs; no ids means every link.
+func (s *session) hrefsOf(ins []string) ([]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	if len(ins) == 0 {
+		for h := range s.links {
+			out = append(out, h)
+		}
+		return out, nil
+	}
+	for _, v := range ins {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("ins %q is not an integer", v)
+		}
+		for h, l := range s.links {
+			if l.InstanceID == n {
+				out = append(out, h)
+			}
+		}
+	}
+	return out, nil
+}
+
+// instanceID derives a stable positive instance id from an href (FNV-1a).
+func instanceID(href string) int64 {
+	var h uint64 = 14695981039346656037
+	for i := 0; i < len(href); i++ {
+		h ^= uint64(href[i])
+		h *= 1099511628211
+	}
+	return int64(h>>2) | 1
+}
+
+func queryValues(r *mux.Message) map[string]string {
+	out := map[string]string{}
+	qs, _ := r.Queries()
+	for _, q := range qs {
+		k, v, _ := strings.Cut(q, "=")
+		if _, ok := out[k]; !ok {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func queryAll(r *mux.Message, key string) []string {
+	var out []string
+	qs, _ := r.Queries()
+	for _, q := range qs {
+		if k, v, _ := strings.Cut(q, "="); k == key {
+			out = append(out, v)
+		}
+	}
+	return out
+}

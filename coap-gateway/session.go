@@ -1,0 +1,277 @@
+package coapgateway
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/message/pool"
+	"github.com/plgd-dev/go-coap/v3/mux"
+	"github.com/plgd-dev/go-coap/v3/tcp/client"
+
+	"github.com/ocfcloud/ocfcloud/internal/events"
+	"github.com/ocfcloud/ocfcloud/internal/ocf"
+)
+
+// maxAuthFailures closes a connection that keeps presenting bad credentials.
+const maxAuthFailures = 3
+
+// session is the state of one device connection.
+type session struct {
+	g      *Gateway
+	cc     *client.Conn
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	// qmu guards queue against sends after close.
+	qmu    sync.Mutex
+	queue  chan *events.Envelope
+	closed bool
+
+	mu           sync.Mutex
+	log          *slog.Logger
+	signedIn     bool
+	deviceID     string
+	userID       string
+	expiry       *time.Timer
+	links        map[string]ocf.Link // href → link
+	observations map[string]mux.Observation
+	authFailures int
+}
+
+func newSession(g *Gateway, cc *client.Conn) *session {
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &session{
+		g: g, cc: cc, ctx: ctx, cancel: cancel,
+		queue:        make(chan *events.Envelope, 256),
+		done:         make(chan struct{}),
+		log:          g.log.With("remote", cc.RemoteAddr().String()),
+		links:        map[string]ocf.Link{},
+		observations: map[string]mux.Observation{},
+	}
+	go s.publishLoop()
+	return s
+}
+
+// publishLoop publishes notifications in the order the device sent them. A
+// JetStream outage is retried with backoff until the connection ends.
+func (s *session) publishLoop() {
+	defer close(s.done)
+	for e := range s.queue {
+		for attempt := 0; ; attempt++ {
+			ctx, cancel := context.WithTimeout(context.Background(), s.g.cfg.BackendTimeout)
+			err := s.g.pub.Publish(ctx, e)
+			cancel()
+			if err == nil {
+				break
+			}
+			s.log.Warn("publish event", "device_id", e.DeviceID, "type", e.Type, "err", err)
+			if attempt >= 5 && s.ctx.Err() != nil {
+				s.log.Error("dropping event after retries", "device_id", e.DeviceID, "type", e.Type)
+				break
+			}
+			time.Sleep(min(time.Duration(1<<attempt)*100*time.Millisecond, 5*time.Second))
+		}
+	}
+}
+
+// close runs when the connection is gone: the device goes offline.
+func (s *session) close() {
+	s.mu.Lock()
+	wasSignedIn := s.signedIn
+	s.signedIn = false
+	if s.expiry != nil {
+		s.expiry.Stop()
+	}
+	di, uid := s.deviceID, s.userID
+	s.mu.Unlock()
+	s.cancel()
+	if wasSignedIn {
+		s.enqueue(uid, di, events.DeviceOffline, nil)
+	}
+	s.qmu.Lock()
+	s.closed = true
+	close(s.queue)
+	s.qmu.Unlock()
+}
+
+func (s *session) enqueue(owner, deviceID string, t events.Type, fill func(*events.Envelope)) {
+	e := &events.Envelope{DeviceID: deviceID, Owner: owner, Type: t, Sequence: s.g.seq.Next(), Time: s.g.cfg.Now().UTC()}
+	if fill != nil {
+		fill(e)
+	}
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	if !s.closed {
+		s.queue <- e // blocks when JetStream lags: backpressure on the device
+	}
+}
+
+// publishNow publishes an event and waits for JetStream's ack; used where the
+// device's answer depends on the change being durable.
+func (s *session) publishNow(ctx context.Context, owner, deviceID string, t events.Type, fill func(*events.Envelope)) error {
+	e := &events.Envelope{DeviceID: deviceID, Owner: owner, Type: t, Sequence: s.g.seq.Next(), Time: s.g.cfg.Now().UTC()}
+	if fill != nil {
+		fill(e)
+	}
+	return s.g.pub.Publish(ctx, e)
+}
+
+func (s *session) identity() (signedIn bool, deviceID, userID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.signedIn, s.deviceID, s.userID
+}
+
+// authFailed counts a rejected credential and closes the connection after
+// too many.
+func (s *session) authFailed() {
+	s.mu.Lock()
+	s.authFailures++
+	n := s.authFailures
+	s.mu.Unlock()
+	if n >= maxAuthFailures {
+		s.log.Warn("closing connection after repeated auth failures")
+		go func() {
+			time.Sleep(100 * time.Millisecond) // let the 4.01 go out first
+			_ = s.cc.Close()
+		}()
+	}
+}
+
+// signIn binds the connection to a device until the token expires.
+func (s *session) signIn(deviceID, userID string, expires time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.signedIn, s.deviceID, s.userID, s.authFailures = true, deviceID, userID, 0
+	s.log = s.g.log.With("remote", s.cc.RemoteAddr().String(), "device_id", deviceID, "user_id", userID)
+	if s.expiry != nil {
+		s.expiry.Stop()
+	}
+	if !expires.IsZero() {
+		s.expiry = time.AfterFunc(expires.Sub(s.g.cfg.Now()), func() {
+			s.log.Info("access token expired; device must refresh and sign in again")
+			s.signOut()
+		})
+	}
+}
+
+// signOut ends the session but keeps the connection.
+func (s *session) signOut() {
+	s.mu.Lock()
+	if !s.signedIn {
+		s.mu.Unlock()
+		return
+	}
+	s.signedIn = false
+	if s.expiry != nil {
+		s.expiry.Stop()
+	}
+	obs := s.observations
+	s.observations = map[string]mux.Observation{}
+	di, uid := s.deviceID, s.userID
+	s.mu.Unlock()
+	for _, o := range obs {
+		go func() { _ = o.Cancel(context.Background()) }()
+	}
+	s.enqueue(uid, di, events.DeviceOffline, nil)
+}
+
+// observe starts observing (or reads once) every given link not yet observed.
+// It runs on its own goroutine: answers from the device are processed by the
+// connection's goroutine, which must never wait for them.
+func (s *session) observe(links []ocf.Link) {
+	for _, l := range links {
+		s.mu.Lock()
+		_, already := s.observations[l.Href]
+		signedIn := s.signedIn
+		s.mu.Unlock()
+		if already || !signedIn || s.ctx.Err() != nil {
+			continue
+		}
+		href := l.Href
+		if l.Observable() {
+			ctx, cancel := context.WithTimeout(s.ctx, s.g.cfg.DeviceTimeout)
+			obs, err := s.cc.Observe(ctx, href, func(n *pool.Message) { s.onContent(href, n) }, ocfOptions()...)
+			cancel()
+			if err == nil {
+				s.mu.Lock()
+				s.observations[href] = obs
+				s.mu.Unlock()
+				continue
+			}
+			s.log.Info("observe failed; reading once", "href", href, "err", err)
+		}
+		ctx, cancel := context.WithTimeout(s.ctx, s.g.cfg.DeviceTimeout)
+		resp, err := s.cc.Get(ctx, href, ocfOptions()...)
+		cancel()
+		if err != nil {
+			s.log.Info("read resource", "href", href, "err", err)
+			continue
+		}
+		s.onContent(href, resp)
+	}
+}
+
+// onContent turns a device answer or notification into a resource_changed event.
+func (s *session) onContent(href string, m *pool.Message) {
+	if m.Code() != codes.Content && m.Code() != codes.Changed {
+		s.log.Debug("resource answered", "href", href, "code", m.Code().String())
+		return
+	}
+	body, err := m.ReadBody()
+	if err != nil {
+		return
+	}
+	ct := events.ContentTypeOCFCBOR
+	if cf, err := m.ContentFormat(); err == nil && cf == message.AppJSON {
+		ct = events.ContentTypeJSON
+	}
+	signedIn, di, uid := s.identity()
+	if !signedIn {
+		return
+	}
+	content := append([]byte(nil), body...)
+	s.enqueue(uid, di, events.ResourceChanged, func(e *events.Envelope) {
+		e.Href, e.Status, e.ContentType, e.Content = href, 200, ct, content
+	})
+}
+
+func (s *session) setLinks(links []ocf.Link) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range links {
+		s.links[l.Href] = l
+	}
+}
+
+func (s *session) removeLinks(hrefs []string) {
+	s.mu.Lock()
+	var obs []mux.Observation
+	for _, h := range hrefs {
+		delete(s.links, h)
+		if o := s.observations[h]; o != nil {
+			obs = append(obs, o)
+			delete(s.observations, h)
+		}
+	}
+	s.mu.Unlock()
+	for _, o := range obs {
+		go func() { _ = o.Cancel(context.Background()) }()
+	}
+}
+
+func publishedContent(links []ocf.Link) []byte {
+	data, _ := json.Marshal(events.ResourcesPublishedContent{Links: links})
+	return data
+}
+
+func unpublishedContent(hrefs []string) []byte {
+	data, _ := json.Marshal(events.ResourcesUnpublishedContent{Hrefs: hrefs})
+	return data
+}
