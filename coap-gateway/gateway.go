@@ -66,6 +66,8 @@ type Gateway struct {
 	servers   []*tcpserver.Server
 	listeners []net.Addr
 	wg        sync.WaitGroup
+	// sessionsWG counts sessions whose last events are not yet published.
+	sessionsWG sync.WaitGroup
 
 	mu       sync.Mutex
 	sessions map[*client.Conn]*session
@@ -154,6 +156,10 @@ func (g *Gateway) serve(l tcpserver.Listener, addr net.Addr) {
 		// Devices send no CSM (iotivity-lite does not wait for one either).
 		options.WithDisablePeerTCPSignalMessageCSMs(),
 		options.WithMaxMessageSize(256*1024),
+		// Commands and observations to one device run in parallel; go-coap
+		// defaults to one request in flight per connection.
+		options.WithLimitClientParallelRequest(0),
+		options.WithLimitClientEndpointParallelRequest(0),
 	)
 	g.servers = append(g.servers, srv)
 	g.listeners = append(g.listeners, addr)
@@ -180,10 +186,20 @@ func (g *Gateway) Close() {
 		s.Stop()
 	}
 	g.wg.Wait()
+	// Let closed sessions publish their offline events before NATS goes away.
+	done := make(chan struct{})
+	go func() { g.sessionsWG.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		g.log.Warn("closing with device events still unpublished")
+	}
 }
 
 func (g *Gateway) onNewConn(cc *client.Conn) {
+	g.sessionsWG.Add(1)
 	s := newSession(g, cc)
+	go func() { <-s.done; g.sessionsWG.Done() }()
 	g.mu.Lock()
 	g.sessions[cc] = s
 	g.mu.Unlock()

@@ -25,7 +25,9 @@ func (g *Gateway) backendCtx() (context.Context, context.CancelFunc) {
 
 func (g *Gateway) handleNotFound(w mux.ResponseWriter, r *mux.Message) {
 	s := g.sessionOf(w)
-	if s == nil {
+	if s == nil || !isRequest(r) {
+		// A device answer that arrives after its request timed out has no
+		// waiter left and lands here; it needs no answer.
 		return
 	}
 	if signedIn, _, _ := s.identity(); !signedIn {
@@ -396,3 +398,6 @@ func queryAll(r *mux.Message, key string) []string {
 	}
 	return out
 }
+
+// isRequest reports whether m is a request (code class 0) rather than a response.
+func isRequest(m *mux.Message) bool { return m.Code() >= codes.GET && m.Code() < 32 }

@@ -20,7 +20,8 @@ type Ferret struct {
 
 // StartFerret starts FerretDB with its SQLite files in dir, listening on a
 // random loopback port. FerretDB's own logs go to log only at warn level and
-// above, so a serve prints what an operator needs.
+// above error: it logs routine driver chatter (unknown commands such as
+// endSessions) as warnings.
 func StartFerret(dir string, log *slog.Logger) (*Ferret, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("embedded ferretdb: %w", err)
@@ -32,7 +33,7 @@ func StartFerret(dir string, log *slog.Logger) (*Ferret, error) {
 		Listener:  ferretdb.ListenerConfig{TCP: "127.0.0.1:0"},
 		Handler:   "sqlite",
 		SQLiteURL: "file:" + dir + "/",
-		Logger:    slog.New(levelFilter{log.Handler(), slog.LevelWarn}),
+		Logger:    slog.New(levelFilter{log.Handler(), slog.LevelError}),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("embedded ferretdb: %w", err)

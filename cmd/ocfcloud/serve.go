@@ -1,0 +1,61 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ocfcloud/ocfcloud/internal/cloud"
+)
+
+func serveCmd() *cobra.Command {
+	var cfg cloud.Config
+	var services, logLevel string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the cloud (all services with embedded NATS and database by default)",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(logLevel)
+			if err != nil {
+				return err
+			}
+			cfg.Logger = log
+			if services != "" && services != "all" {
+				cfg.Services = strings.Split(services, ",")
+			}
+			c, err := cloud.New(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "\nocfcloud is ready.\n  API and portal: %s\n", c.PublicURL())
+			for _, a := range c.CoAPAddrs() {
+				fmt.Fprintf(out, "  CoAP gateway:   %s\n", a)
+			}
+			if pw := c.GeneratedAdminPassword(); pw != "" {
+				fmt.Fprintf(out, "  Admin login:    admin / %s   (generated now and shown once; keep it)\n", pw)
+			}
+			fmt.Fprintln(out)
+			<-cmd.Context().Done()
+			log.Info("shutting down")
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.DataDir, "data-dir", "data", "directory for the NATS store, the embedded database and certificates")
+	f.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address for authz, the C2C API and the portal")
+	f.StringVar(&cfg.CoAPAddr, "coap-addr", ":5683", `coap+tcp listen address ("-" disables)`)
+	f.StringVar(&cfg.CoAPSAddr, "coaps-addr", ":5684", `coaps+tcp listen address ("-" disables)`)
+	f.StringVar(&cfg.PublicURL, "public-url", "", "issuer and external base URL (default http://<http-addr>)")
+	f.StringVar(&cfg.PublicHost, "public-host", "", "host name or IP that devices dial (default the CoAP listen host, or 127.0.0.1)")
+	f.StringVar(&cfg.AuthzURL, "authz-url", "", "where to reach authz when it runs in another process")
+	f.StringVar(&cfg.NATSURL, "nats-url", "", "external NATS URL (default: embedded nats-server with JetStream)")
+	f.StringVar(&cfg.MongoURI, "mongo-uri", "", "external MongoDB URI (default: embedded FerretDB)")
+	f.StringVar(&cfg.Database, "database", "ocfcloud", "MongoDB database name")
+	f.StringVar(&cfg.AdminPassword, "admin-password", "", "password of user admin when it is created on first start (default: random, printed once)")
+	f.StringVar(&services, "services", "all", "comma-separated services to run: authz,device-registry,c2c-api,coap-gateway")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}

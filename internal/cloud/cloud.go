@@ -1,0 +1,382 @@
+package cloud
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+
+	"github.com/ocfcloud/ocfcloud/authz"
+	c2capi "github.com/ocfcloud/ocfcloud/c2c-api"
+	"github.com/ocfcloud/ocfcloud/certs"
+	coapgateway "github.com/ocfcloud/ocfcloud/coap-gateway"
+	registry "github.com/ocfcloud/ocfcloud/device-registry"
+	"github.com/ocfcloud/ocfcloud/internal/auth"
+	"github.com/ocfcloud/ocfcloud/internal/events"
+	"github.com/ocfcloud/ocfcloud/internal/platform"
+)
+
+// Service names for Config.Services.
+const (
+	ServiceAuthz       = "authz"
+	ServiceRegistry    = "device-registry"
+	ServiceC2C         = "c2c-api"
+	ServiceCoAPGateway = "coap-gateway"
+)
+
+// AllServices is the default: everything in one process.
+var AllServices = []string{ServiceAuthz, ServiceRegistry, ServiceC2C, ServiceCoAPGateway}
+
+// Config configures a cloud process.
+type Config struct {
+	DataDir   string // default ./data
+	HTTPAddr  string // default 127.0.0.1:8080
+	CoAPAddr  string // default :5683; "-" disables
+	CoAPSAddr string // default :5684; "-" disables
+	// PublicURL is the issuer and the base of URLs handed to clients;
+	// default http://<HTTPAddr as bound>.
+	PublicURL string
+	// PublicHost is the host devices dial (cis); default the CoAP listen host,
+	// or 127.0.0.1 when that is a wildcard.
+	PublicHost string
+	// AuthzURL is where gateways and resource servers reach authz when it
+	// runs elsewhere; default this process.
+	AuthzURL      string
+	NATSURL       string // external NATS; empty starts an embedded one
+	MongoURI      string // external MongoDB; empty starts an embedded FerretDB
+	Database      string // default "ocfcloud"
+	AdminPassword string
+	Services      []string // default AllServices
+	Logger        *slog.Logger
+}
+
+// Validate reports every problem of the configuration at once.
+func (c *Config) Validate() error {
+	var errs []error
+	for _, s := range c.Services {
+		if !slices.Contains(AllServices, s) {
+			errs = append(errs, fmt.Errorf("unknown service %q (known: %s)", s, strings.Join(AllServices, ", ")))
+		}
+	}
+	for name, addr := range map[string]string{"http-addr": c.HTTPAddr, "coap-addr": c.CoAPAddr, "coaps-addr": c.CoAPSAddr} {
+		if addr == "" || addr == "-" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			errs = append(errs, fmt.Errorf("--%s %q: %w", name, addr, err))
+		}
+	}
+	if c.PublicURL != "" && !strings.HasPrefix(c.PublicURL, "http://") && !strings.HasPrefix(c.PublicURL, "https://") {
+		errs = append(errs, fmt.Errorf("public URL %q must start with http:// or https://", c.PublicURL))
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) setDefaults() {
+	if c.DataDir == "" {
+		c.DataDir = "data"
+	}
+	if c.HTTPAddr == "" {
+		c.HTTPAddr = "127.0.0.1:8080"
+	}
+	if c.CoAPAddr == "" {
+		c.CoAPAddr = ":5683"
+	}
+	if c.CoAPSAddr == "" {
+		c.CoAPSAddr = ":5684"
+	}
+	if c.Database == "" {
+		c.Database = "ocfcloud"
+	}
+	if len(c.Services) == 0 {
+		c.Services = AllServices
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Cloud is a running ocfcloud process.
+type Cloud struct {
+	cfg       Config
+	log       *slog.Logger
+	closers   []func()
+	httpSrv   *http.Server
+	httpLn    net.Listener
+	publicURL string
+
+	Certs    *certs.Bundle
+	authz    *authz.Server
+	registry *registry.Registry
+	c2c      *c2capi.API
+	gateway  *coapgateway.Gateway
+	nc       *nats.Conn
+	mongo    *mongo.Client
+}
+
+// New starts every configured service. On error everything started so far is
+// stopped again.
+func New(ctx context.Context, cfg Config) (_ *Cloud, err error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	c := &Cloud{cfg: cfg, log: cfg.Logger}
+	defer func() {
+		if err != nil {
+			c.Close()
+		}
+	}()
+	started := time.Now()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	if err := checkWritable(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	hosts := []string{"localhost", "127.0.0.1", "::1"}
+	if h := cfg.PublicHost; h != "" && !slices.Contains(hosts, h) {
+		hosts = append(hosts, h)
+	}
+	if c.Certs, err = certs.EnsureDev(certs.Options{Dir: filepath.Join(cfg.DataDir, "certs"), Hosts: hosts}); err != nil {
+		return nil, fmt.Errorf("certificates: %w", err)
+	}
+
+	natsURL := cfg.NATSURL
+	if natsURL == "" {
+		n, err := platform.StartNATS(platform.NATSOptions{StoreDir: filepath.Join(cfg.DataDir, "nats")})
+		if err != nil {
+			return nil, err
+		}
+		c.closers = append(c.closers, n.Shutdown)
+		natsURL = n.URL()
+	}
+	if c.nc, err = nats.Connect(natsURL, nats.Name("ocfcloud"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(false)); err != nil {
+		return nil, fmt.Errorf("connect nats %s: %w", natsURL, err)
+	}
+	c.closers = append(c.closers, func() { _ = c.nc.Drain() })
+
+	mongoURI := cfg.MongoURI
+	if mongoURI == "" {
+		f, err := platform.StartFerret(filepath.Join(cfg.DataDir, "db"), cfg.Logger)
+		if err != nil {
+			return nil, err
+		}
+		c.closers = append(c.closers, f.Shutdown)
+		mongoURI = f.URI()
+	}
+	if c.mongo, err = platform.ConnectMongo(ctx, mongoURI); err != nil {
+		return nil, err
+	}
+	c.closers = append(c.closers, func() { _ = c.mongo.Disconnect(context.Background()) })
+	db := c.mongo.Database(cfg.Database)
+
+	if c.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		return nil, fmt.Errorf("http listen: %w", err)
+	}
+	localURL := "http://" + c.httpLn.Addr().String()
+	c.publicURL = strings.TrimRight(cfg.PublicURL, "/")
+	if c.publicURL == "" {
+		c.publicURL = localURL
+	}
+	authzURL := strings.TrimRight(cfg.AuthzURL, "/")
+	if authzURL == "" {
+		authzURL = localURL
+	}
+	verifier := auth.NewVerifier(context.Background(), c.publicURL, authzURL+"/.well-known/jwks.json", nil)
+
+	mux := http.NewServeMux()
+	coapPort, coapsPort := portOf(cfg.CoAPAddr), portOf(cfg.CoAPSAddr)
+	// The gateway starts first so that the addresses handed to devices are
+	// the bound ones; it reaches authz over HTTP only when a device signs up.
+	if c.has(ServiceCoAPGateway) {
+		gcfg := coapgateway.Config{
+			NATS:     c.nc,
+			TokenURL: authzURL + "/oauth/token",
+			Verifier: verifier,
+			Logger:   cfg.Logger,
+		}
+		if cfg.CoAPAddr != "-" {
+			gcfg.Addr = cfg.CoAPAddr
+		}
+		if cfg.CoAPSAddr != "-" {
+			gcfg.TLSAddr = cfg.CoAPSAddr
+			gcfg.TLS = c.Certs.ServerTLSConfig(tls.VerifyClientCertIfGiven)
+		}
+		if c.gateway, err = coapgateway.New(ctx, gcfg); err != nil {
+			return nil, err
+		}
+		c.closers = append(c.closers, c.gateway.Close)
+		// Listeners on port 0 (tests) are only known now.
+		for i, a := range c.gateway.Addrs() {
+			if i == 0 && gcfg.Addr != "" {
+				coapPort = portOf(a.String())
+			} else {
+				coapsPort = portOf(a.String())
+			}
+		}
+	}
+	publicHost := cfg.PublicHost
+	if publicHost == "" {
+		publicHost = hostOf(cfg.CoAPAddr)
+	}
+	if c.has(ServiceAuthz) {
+		c.authz, err = authz.New(ctx, authz.Config{
+			Issuer:        c.publicURL,
+			JWKSURL:       authzURL + "/.well-known/jwks.json",
+			AdminPassword: cfg.AdminPassword,
+			Logger:        cfg.Logger,
+			Onboarding: authz.OnboardingInfo{
+				APN:        "ocfcloud",
+				CIS:        "coap+tcp://" + net.JoinHostPort(publicHost, coapPort),
+				CISSecure:  "coaps+tcp://" + net.JoinHostPort(publicHost, coapsPort),
+				CloudID:    c.Certs.CloudID,
+				CloudCAPEM: string(c.Certs.CAPEM),
+			},
+		}, db)
+		if err != nil {
+			return nil, fmt.Errorf("authz: %w", err)
+		}
+		c.authz.Register(mux)
+	}
+	if c.has(ServiceRegistry) {
+		if c.registry, err = registry.New(ctx, registry.Config{NATS: c.nc, DB: db, Logger: cfg.Logger, Stream: events.StreamOptions{}}); err != nil {
+			return nil, err
+		}
+		c.closers = append(c.closers, c.registry.Close)
+	}
+	if c.has(ServiceC2C) {
+		c.c2c = c2capi.New(c2capi.Config{Verifier: verifier, NATS: c.nc, Logger: cfg.Logger})
+		c.c2c.Register(mux)
+	}
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", c.serveReady)
+	c.httpSrv = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+	}
+	go func() {
+		if err := c.httpSrv.Serve(c.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			c.log.Error("http server stopped", "err", err)
+		}
+	}()
+	c.closers = append(c.closers, func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = c.httpSrv.Shutdown(sctx)
+	})
+
+	c.log.Info("ocfcloud ready", "http", localURL, "issuer", c.publicURL, "services", strings.Join(cfg.Services, ","), "took", time.Since(started).Round(time.Millisecond))
+	return c, nil
+}
+
+func (c *Cloud) has(s string) bool { return slices.Contains(c.cfg.Services, s) }
+
+// HTTPAddr is the bound HTTP address.
+func (c *Cloud) HTTPAddr() string { return c.httpLn.Addr().String() }
+
+// PublicURL is the issuer and base URL.
+func (c *Cloud) PublicURL() string { return c.publicURL }
+
+// CoAPAddrs are the bound gateway addresses (coap+tcp first).
+func (c *Cloud) CoAPAddrs() []net.Addr {
+	if c.gateway == nil {
+		return nil
+	}
+	return c.gateway.Addrs()
+}
+
+// GeneratedAdminPassword is the admin password generated on this start, if any.
+func (c *Cloud) GeneratedAdminPassword() string {
+	if c.authz == nil {
+		return ""
+	}
+	return c.authz.GeneratedAdminPassword()
+}
+
+// Ready reports whether every configured service is ready.
+func (c *Cloud) Ready() (bool, map[string]bool) {
+	st := map[string]bool{"nats": c.nc != nil && c.nc.IsConnected()}
+	if c.registry != nil {
+		st[ServiceRegistry] = c.registry.Ready()
+	}
+	if c.c2c != nil {
+		st[ServiceC2C] = c.c2c.Ready()
+	}
+	if c.gateway != nil {
+		st[ServiceCoAPGateway] = c.gateway.Ready()
+	}
+	if c.authz != nil {
+		st[ServiceAuthz] = true
+	}
+	ok := true
+	for _, v := range st {
+		ok = ok && v
+	}
+	return ok, st
+}
+
+func (c *Cloud) serveReady(w http.ResponseWriter, _ *http.Request) {
+	ok, st := c.Ready()
+	w.Header().Set("Content-Type", "application/json")
+	if !ok {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	parts := make([]string, 0, len(st))
+	for k, v := range st {
+		parts = append(parts, strconv.Quote(k)+":"+strconv.FormatBool(v))
+	}
+	slices.Sort(parts)
+	fmt.Fprintf(w, "{%s}\n", strings.Join(parts, ","))
+}
+
+// Close stops every service in reverse start order.
+func (c *Cloud) Close() {
+	for i := len(c.closers) - 1; i >= 0; i-- {
+		c.closers[i]()
+	}
+	c.closers = nil
+}
+
+func checkWritable(dir string) error {
+	f, err := os.CreateTemp(dir, ".write-check-*")
+	if err != nil {
+		return fmt.Errorf("data dir %s is not writable: %w", dir, err)
+	}
+	name := f.Name()
+	_ = f.Close()
+	return os.Remove(name)
+}
+
+func portOf(addr string) string {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return ""
+	}
+	return p
+}
+
+func hostOf(addr string) string {
+	h, _, err := net.SplitHostPort(addr)
+	if err != nil || h == "" || h == "0.0.0.0" || h == "::" {
+		return "127.0.0.1"
+	}
+	return h
+}
