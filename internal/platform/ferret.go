@@ -19,9 +19,8 @@ type Ferret struct {
 }
 
 // StartFerret starts FerretDB with its SQLite files in dir, listening on a
-// random loopback port. FerretDB's own logs go to log only at warn level and
-// above error: it logs routine driver chatter (unknown commands such as
-// endSessions) as warnings.
+// random loopback port. Only FerretDB's errors reach log: it reports routine
+// driver chatter (unknown commands such as endSessions) as warnings.
 func StartFerret(dir string, log *slog.Logger) (*Ferret, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("embedded ferretdb: %w", err)
