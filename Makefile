@@ -1,0 +1,34 @@
+# ocfcloud — make help lists the targets.
+GO       ?= go
+BIN      ?= bin/ocfcloud
+DATA_DIR ?= data
+ARGS     ?=
+
+.PHONY: help build run test lint fuzz clean
+
+help: ## Show this help
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-8s %s\n", $$1, $$2}'
+
+build: ## Build bin/ocfcloud
+	$(GO) build -o $(BIN) ./cmd/ocfcloud
+
+run: build ## Run every service with embedded NATS and FerretDB (data in ./data)
+	$(BIN) serve --data-dir $(DATA_DIR) $(ARGS)
+
+test: ## go vet, then every test with the race detector
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+lint: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+fuzz: ## Run each fuzz target for 20 s
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 20s $$pkg || exit 1; \
+	  done; \
+	done
+
+clean: ## Remove bin/ (keeps ./data)
+	rm -rf bin

@@ -1,0 +1,71 @@
+package authz
+
+import (
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// The token endpoint checks passwords with argon2id, so it is rate limited
+// per client IP to keep guessing slow and the CPU available.
+const (
+	tokenRate  = rate.Limit(20)
+	tokenBurst = 40
+
+	limiterIdle = 3 * time.Minute
+)
+
+type ipLimiter struct {
+	rate  rate.Limit
+	burst int
+
+	mu        sync.Mutex
+	byIP      map[string]*ipBucket
+	lastSweep time.Time
+}
+
+type ipBucket struct {
+	lim      *rate.Limiter
+	lastSeen time.Time
+}
+
+func newIPLimiter(r rate.Limit, burst int) *ipLimiter {
+	return &ipLimiter{rate: r, burst: burst, byIP: make(map[string]*ipBucket)}
+}
+
+// allow takes a token from ip's bucket at now, or returns the error to send.
+func (l *ipLimiter) allow(ip string, now time.Time) *oauthError {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Sub(l.lastSweep) > limiterIdle || now.Before(l.lastSweep) {
+		for k, b := range l.byIP {
+			if now.Sub(b.lastSeen) > limiterIdle {
+				delete(l.byIP, k)
+			}
+		}
+		l.lastSweep = now
+	}
+	b := l.byIP[ip]
+	if b == nil {
+		b = &ipBucket{lim: rate.NewLimiter(l.rate, l.burst)}
+		l.byIP[ip] = b
+	}
+	b.lastSeen = now
+	if b.lim.AllowN(now, 1) {
+		return nil
+	}
+	return slowDown(time.Duration(float64(time.Second) / float64(l.rate)))
+}
+
+// clientIP is the peer address. X-Forwarded-For is not trusted: anyone could
+// set it to get a fresh bucket per request.
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
