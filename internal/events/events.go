@@ -89,10 +89,6 @@ func DeviceSubject(owner, deviceID string) string {
 	return subjectPrefix + "." + owner + "." + deviceID + ".*"
 }
 
-// CommandSubject is where the gateway holding a device's connection answers
-// commands for it.
-func CommandSubject(deviceID string) string { return "ocfcloud.device." + deviceID + ".cmd" }
-
 // validToken reports whether s can be one NATS subject token.
 func validToken(s string) bool {
 	return !strings.ContainsAny(s, ".*> \t\r\n")
