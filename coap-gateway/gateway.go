@@ -15,7 +15,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/plgd-dev/go-coap/v3/mux"
-	coapnet "github.com/plgd-dev/go-coap/v3/net"
 	"github.com/plgd-dev/go-coap/v3/options"
 	"github.com/plgd-dev/go-coap/v3/tcp"
 	"github.com/plgd-dev/go-coap/v3/tcp/client"
@@ -42,16 +41,18 @@ type Config struct {
 	Verifier *auth.Verifier
 	// HTTPClient talks to authz; default has a 10 s timeout.
 	HTTPClient *http.Client
-	// InactivityTimeout drops a connection that sent nothing for this long
-	// (devices ping every 20 s). Default 60 s.
-	InactivityTimeout time.Duration
+	// Limits protect the gateway from floods and hostile peers.
+	Limits
 	// BackendTimeout bounds every call to authz, NATS and the registry made
 	// while a device waits for an answer. Default 10 s.
 	BackendTimeout time.Duration
-	// DeviceTimeout bounds requests the gateway sends to a device. Default 10 s.
+	// DeviceTimeout bounds requests the gateway sends to a device when the
+	// command names no timeout. Default 10 s.
 	DeviceTimeout time.Duration
-	Logger        *slog.Logger
-	Now           func() time.Time
+	// MaxDeviceTimeout caps the timeout a command may ask for. Default 60 s.
+	MaxDeviceTimeout time.Duration
+	Logger           *slog.Logger
+	Now              func() time.Time
 }
 
 // Gateway serves device connections.
@@ -63,11 +64,14 @@ type Gateway struct {
 	registry *registryapi.Client
 	seq      *events.Sequencer
 
-	servers   []*tcpserver.Server
+	servers   []*connServer
 	listeners []net.Addr
 	wg        sync.WaitGroup
 	// sessionsWG counts sessions whose last events are not yet published.
 	sessionsWG sync.WaitGroup
+
+	adm *admission
+	cmd commandRouter
 
 	mu       sync.Mutex
 	sessions map[*client.Conn]*session
@@ -83,15 +87,17 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = &http.Client{Timeout: 10 * time.Second}
 	}
-	if cfg.InactivityTimeout == 0 {
-		cfg.InactivityTimeout = 60 * time.Second
-	}
+	cfg.Limits.setDefaults()
 	if cfg.BackendTimeout == 0 {
 		cfg.BackendTimeout = 10 * time.Second
 	}
 	if cfg.DeviceTimeout == 0 {
 		cfg.DeviceTimeout = 10 * time.Second
 	}
+	if cfg.MaxDeviceTimeout == 0 {
+		cfg.MaxDeviceTimeout = 60 * time.Second
+	}
+	cfg.DeviceTimeout = min(cfg.DeviceTimeout, cfg.MaxDeviceTimeout)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -111,31 +117,60 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		registry: registryapi.NewClient(cfg.NATS),
 		seq:      events.NewSequencer(cfg.Now),
 		sessions: map[*client.Conn]*session{},
+		adm:      newAdmission(cfg.Limits),
+	}
+	if err := g.startCommands(); err != nil {
+		return nil, err
 	}
 	if cfg.Addr != "" {
-		l, err := coapnet.NewTCPListener("tcp", cfg.Addr)
-		if err != nil {
-			return nil, fmt.Errorf("coap-gateway listen %s: %w", cfg.Addr, err)
+		if err := g.listen(cfg.Addr, nil); err != nil {
+			g.Close()
+			return nil, err
 		}
-		g.serve(l, l.Addr())
 	}
 	if cfg.TLSAddr != "" {
-		if cfg.TLS == nil {
-			g.Close()
-			return nil, errors.New("coap-gateway: TLSAddr needs TLS")
-		}
-		l, err := coapnet.NewTLSListener("tcp", cfg.TLSAddr, cfg.TLS)
+		tcfg, err := deviceTLSConfig(cfg.TLS)
 		if err != nil {
 			g.Close()
-			return nil, fmt.Errorf("coap-gateway listen %s: %w", cfg.TLSAddr, err)
+			return nil, err
 		}
-		g.serve(l, l.Addr())
+		if err := g.listen(cfg.TLSAddr, tcfg); err != nil {
+			g.Close()
+			return nil, err
+		}
 	}
 	g.ready.Store(true)
 	return g, nil
 }
 
-func (g *Gateway) serve(l tcpserver.Listener, addr net.Addr) {
+// deviceTLSConfig enforces OCF mutual TLS on the coaps+tcp listener: TLS 1.2
+// or 1.3 and a client certificate that chains to the device CA (ClientCAs).
+func deviceTLSConfig(c *tls.Config) (*tls.Config, error) {
+	if c == nil {
+		return nil, errors.New("coap-gateway: TLSAddr needs TLS")
+	}
+	if c.ClientCAs == nil {
+		return nil, errors.New("coap-gateway: TLS needs ClientCAs (the device CA)")
+	}
+	if len(c.Certificates) == 0 && c.GetCertificate == nil && c.GetConfigForClient == nil {
+		return nil, errors.New("coap-gateway: TLS needs a server certificate")
+	}
+	c = c.Clone()
+	c.ClientAuth = tls.RequireAndVerifyClientCert
+	c.MinVersion = max(c.MinVersion, tls.VersionTLS12)
+	return c, nil
+}
+
+func (g *Gateway) listen(addr string, tlsCfg *tls.Config) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("coap-gateway listen %s: %w", addr, err)
+	}
+	g.serve(&limitListener{ln: ln, tls: tlsCfg, adm: g.adm}, ln.Addr())
+	return nil
+}
+
+func (g *Gateway) serve(l *limitListener, addr net.Addr) {
 	router := mux.NewRouter()
 	router.DefaultHandleFunc(g.handleNotFound)
 	_ = router.Handle(ocf.PathAccount, mux.HandlerFunc(g.handleAccount))
@@ -143,32 +178,13 @@ func (g *Gateway) serve(l tcpserver.Listener, addr net.Addr) {
 	_ = router.Handle(ocf.PathTokenRefresh, mux.HandlerFunc(g.handleTokenRefresh))
 	_ = router.Handle(ocf.PathRD, mux.HandlerFunc(g.handleRD))
 	_ = router.Handle(ocf.PathRes, mux.HandlerFunc(g.handleRes))
-	srv := tcp.NewServer(
-		options.WithMux(router),
-		options.WithContext(context.Background()),
-		options.WithOnNewConn(g.onNewConn),
-		options.WithInactivityMonitor(g.cfg.InactivityTimeout, func(cc *client.Conn) {
-			g.log.Info("closing inactive device connection", "remote", cc.RemoteAddr().String())
-			_ = cc.Close()
-		}),
-		options.WithPeriodicRunner(periodicRunner(time.Second)),
-		options.WithErrors(func(err error) { g.log.Debug("coap", "err", err) }),
-		// Devices send no CSM (iotivity-lite does not wait for one either).
-		options.WithDisablePeerTCPSignalMessageCSMs(),
-		options.WithMaxMessageSize(256*1024),
-		// Commands and observations to one device run in parallel; go-coap
-		// defaults to one request in flight per connection.
-		options.WithLimitClientParallelRequest(0),
-		options.WithLimitClientEndpointParallelRequest(0),
-	)
+	srv := g.newConnServer(l, router)
 	g.servers = append(g.servers, srv)
 	g.listeners = append(g.listeners, addr)
 	g.wg.Add(1)
 	go func() {
 		defer g.wg.Done()
-		if err := srv.Serve(l); err != nil {
-			g.log.Error("coap listener stopped", "addr", addr.String(), "err", err)
-		}
+		srv.serve()
 	}()
 	g.log.Info("coap listener ready", "addr", addr.String())
 }
@@ -183,9 +199,10 @@ func (g *Gateway) Ready() bool { return g.ready.Load() && g.cfg.NATS.IsConnected
 func (g *Gateway) Close() {
 	g.ready.Store(false)
 	for _, s := range g.servers {
-		s.Stop()
+		s.stop()
 	}
 	g.wg.Wait()
+	g.stopCommands()
 	// Let closed sessions publish their offline events before NATS goes away.
 	done := make(chan struct{})
 	go func() { g.sessionsWG.Wait(); close(done) }()
@@ -219,18 +236,4 @@ func (g *Gateway) sessionOf(w mux.ResponseWriter) *session {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.sessions[cc]
-}
-
-func periodicRunner(every time.Duration) func(f func(now time.Time) bool) {
-	return func(f func(now time.Time) bool) {
-		go func() {
-			t := time.NewTicker(every)
-			defer t.Stop()
-			for now := range t.C {
-				if !f(now) {
-					return
-				}
-			}
-		}()
-	}
 }

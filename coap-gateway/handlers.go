@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -67,6 +68,11 @@ func (g *Gateway) signUp(s *session, w mux.ResponseWriter, r *mux.Message) {
 		respondError(w, codes.BadRequest, "sign-up: accesstoken (the onboarding code) is required")
 		return
 	}
+	if err := s.checkCertIdentity(req.DeviceID); err != nil {
+		s.authFailed()
+		respondError(w, codes.Forbidden, "sign-up: "+err.Error())
+		return
+	}
 	ctx, cancel := g.backendCtx()
 	defer cancel()
 	tok, err := g.authz.exchangeCode(ctx, req.AccessToken, req.DeviceID)
@@ -127,17 +133,36 @@ func (g *Gateway) signOff(s *session, w mux.ResponseWriter, r *mux.Message) {
 		respondError(w, codes.Unauthorized, "sign-off: sign in or give di, uid and accesstoken")
 		return
 	}
+	if err := s.checkCertIdentity(di); err != nil {
+		s.authFailed()
+		respondError(w, codes.Forbidden, "sign-off: "+err.Error())
+		return
+	}
+	// Every connection of the device on this gateway stops publishing before
+	// device_unregistered goes out, so no later event registers it again.
+	local := g.sessionsOf(di)
+	if !slices.Contains(local, s) {
+		local = append(local, s)
+	}
+	for _, o := range local {
+		o.setGone(di, true)
+	}
 	if err := s.publishNow(ctx, owner, di, events.DeviceUnregistered, nil); err != nil {
+		for _, o := range local {
+			o.setGone(di, false)
+		}
 		respondError(w, codes.ServiceUnavailable, "sign-off: event store unavailable, retry")
 		return
 	}
-	if signedIn && sdi == di {
-		s.mu.Lock()
-		s.signedIn = false
-		s.mu.Unlock()
+	for _, o := range local {
+		o.signedOff(di)
 	}
 	s.log.Info("device signed off", "device_id", di)
-	w.SetResponse(codes.Deleted, 0, nil) //nolint:errcheck
+	_ = w.SetResponse(codes.Deleted, 0, nil)
+	// The device no longer exists: its connections have nothing left to do.
+	for _, o := range local {
+		o.closeSoon()
+	}
 }
 
 func (g *Gateway) handleSession(w mux.ResponseWriter, r *mux.Message) {
@@ -168,6 +193,11 @@ func (g *Gateway) handleSession(w mux.ResponseWriter, r *mux.Message) {
 		respondError(w, codes.BadRequest, "sign-in: di, uid and accesstoken are required")
 		return
 	}
+	if err := s.checkCertIdentity(req.DeviceID); err != nil {
+		s.authFailed()
+		respondError(w, codes.Forbidden, "sign-in: "+err.Error())
+		return
+	}
 	c, err := g.cfg.Verifier.Verify(ctx, req.AccessToken)
 	if err != nil || c.DeviceID != req.DeviceID || c.Subject != req.UserID {
 		s.log.Info("sign-in rejected", "device_id", req.DeviceID)
@@ -175,7 +205,15 @@ func (g *Gateway) handleSession(w mux.ResponseWriter, r *mux.Message) {
 		respondError(w, codes.Unauthorized, "sign-in: invalid or expired access token")
 		return
 	}
+	if err := s.subscribeCommands(c.DeviceID); err != nil {
+		s.log.Warn("sign-in: cannot subscribe to commands", "err", err)
+		respondError(w, codes.ServiceUnavailable, "sign-in: message bus unavailable, retry")
+		return
+	}
 	if err := s.publishNow(ctx, c.Subject, c.DeviceID, events.DeviceOnline, nil); err != nil {
+		if signedIn, _, _ := s.identity(); !signedIn {
+			s.unsubscribeCommands()
+		}
 		respondError(w, codes.ServiceUnavailable, "sign-in: event store unavailable, retry")
 		return
 	}
@@ -220,6 +258,11 @@ func (g *Gateway) handleTokenRefresh(w mux.ResponseWriter, r *mux.Message) {
 	}
 	if !uuidPattern.MatchString(req.DeviceID) || req.RefreshToken == "" {
 		respondError(w, codes.BadRequest, "token refresh: di and refreshtoken are required")
+		return
+	}
+	if err := s.checkCertIdentity(req.DeviceID); err != nil {
+		s.authFailed()
+		respondError(w, codes.Forbidden, "token refresh: "+err.Error())
 		return
 	}
 	ctx, cancel := g.backendCtx()
@@ -401,3 +444,18 @@ func queryAll(r *mux.Message, key string) []string {
 
 // isRequest reports whether m is a request (code class 0) rather than a response.
 func isRequest(m *mux.Message) bool { return m.Code() >= codes.GET && m.Code() < 32 }
+
+// sessionsOf returns the sessions on this gateway bound to deviceID.
+func (g *Gateway) sessionsOf(deviceID string) []*session {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []*session
+	for _, s := range g.sessions {
+		s.mu.Lock()
+		if s.deviceID == deviceID {
+			out = append(out, s)
+		}
+		s.mu.Unlock()
+	}
+	return out
+}

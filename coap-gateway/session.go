@@ -2,10 +2,17 @@ package coapgateway
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
@@ -13,12 +20,10 @@ import (
 	"github.com/plgd-dev/go-coap/v3/mux"
 	"github.com/plgd-dev/go-coap/v3/tcp/client"
 
+	"github.com/ocfcloud/ocfcloud/certs"
 	"github.com/ocfcloud/ocfcloud/internal/events"
 	"github.com/ocfcloud/ocfcloud/internal/ocf"
 )
-
-// maxAuthFailures closes a connection that keeps presenting bad credentials.
-const maxAuthFailures = 3
 
 // session is the state of one device connection.
 type session struct {
@@ -33,6 +38,16 @@ type session struct {
 	queue  chan *events.Envelope
 	closed bool
 
+	// pubMu is held while the publish loop publishes one event; gone holds
+	// devices signed off on this connection, whose queued events must not
+	// reach the stream after device_unregistered (the registry would
+	// register the device again).
+	pubMu sync.Mutex
+	gone  map[string]bool
+
+	// pending counts commands in flight to the device.
+	pending atomic.Int32
+
 	mu           sync.Mutex
 	log          *slog.Logger
 	signedIn     bool
@@ -42,6 +57,7 @@ type session struct {
 	links        map[string]ocf.Link // href → link
 	observations map[string]mux.Observation
 	authFailures int
+	cmdSub       *nats.Subscription
 }
 
 func newSession(g *Gateway, cc *client.Conn) *session {
@@ -64,9 +80,15 @@ func (s *session) publishLoop() {
 	defer close(s.done)
 	for e := range s.queue {
 		for attempt := 0; ; attempt++ {
+			s.pubMu.Lock()
+			if s.gone[e.DeviceID] {
+				s.pubMu.Unlock()
+				break
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), s.g.cfg.BackendTimeout)
 			err := s.g.pub.Publish(ctx, e)
 			cancel()
+			s.pubMu.Unlock()
 			if err == nil {
 				break
 			}
@@ -89,6 +111,7 @@ func (s *session) close() {
 		s.expiry.Stop()
 	}
 	di, uid := s.deviceID, s.userID
+	s.unsubscribeLocked()
 	s.mu.Unlock()
 	s.cancel()
 	if wasSignedIn {
@@ -135,7 +158,7 @@ func (s *session) authFailed() {
 	s.authFailures++
 	n := s.authFailures
 	s.mu.Unlock()
-	if n >= maxAuthFailures {
+	if n >= s.g.cfg.MaxAuthFailures {
 		s.log.Warn("closing connection after repeated auth failures")
 		go func() {
 			time.Sleep(100 * time.Millisecond) // let the 4.01 go out first
@@ -175,11 +198,53 @@ func (s *session) signOut() {
 	obs := s.observations
 	s.observations = map[string]mux.Observation{}
 	di, uid := s.deviceID, s.userID
+	s.unsubscribeLocked()
 	s.mu.Unlock()
+	cancelObservations(obs)
+	s.enqueue(uid, di, events.DeviceOffline, nil)
+}
+
+func cancelObservations(obs map[string]mux.Observation) {
 	for _, o := range obs {
 		go func() { _ = o.Cancel(context.Background()) }()
 	}
-	s.enqueue(uid, di, events.DeviceOffline, nil)
+}
+
+// signedOff ends everything this connection does for deviceID after the
+// device was unregistered: no session, no commands, no observations, and no
+// further events (not even device_offline).
+func (s *session) signedOff(deviceID string) {
+	s.mu.Lock()
+	if s.deviceID != deviceID {
+		s.mu.Unlock()
+		return
+	}
+	s.signedIn = false
+	if s.expiry != nil {
+		s.expiry.Stop()
+	}
+	obs := s.observations
+	s.observations = map[string]mux.Observation{}
+	s.links = map[string]ocf.Link{}
+	s.unsubscribeLocked()
+	s.mu.Unlock()
+	cancelObservations(obs)
+}
+
+// setGone stops (or resumes) publishing queued events of deviceID. Stopping
+// waits for an event being published right now, so nothing of the device's
+// published afterwards can overtake what the caller publishes next.
+func (s *session) setGone(deviceID string, gone bool) {
+	s.pubMu.Lock()
+	defer s.pubMu.Unlock()
+	if s.gone == nil {
+		s.gone = map[string]bool{}
+	}
+	if gone {
+		s.gone[deviceID] = true
+	} else {
+		delete(s.gone, deviceID)
+	}
 }
 
 // observe starts observing (or reads once) every given link not yet observed.
@@ -274,4 +339,40 @@ func publishedContent(links []ocf.Link) []byte {
 func unpublishedContent(hrefs []string) []byte {
 	data, _ := json.Marshal(events.ResourcesUnpublishedContent{Hrefs: hrefs})
 	return data
+}
+
+// closeSoon closes the connection after the answer being written has gone
+// out; handlers run before go-coap writes their response.
+func (s *session) closeSoon() {
+	go func() {
+		t := time.NewTimer(100 * time.Millisecond)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-s.ctx.Done():
+		}
+		_ = s.cc.Close()
+	}()
+}
+
+// checkCertIdentity verifies, on coaps+tcp, that the device certificate
+// (CN "uuid:<di>", chain already verified by the handshake) names deviceID.
+// Plain coap+tcp connections carry no identity and pass.
+func (s *session) checkCertIdentity(deviceID string) error {
+	tc, ok := s.cc.NetConn().(*tls.Conn)
+	if !ok {
+		return nil
+	}
+	st := tc.ConnectionState()
+	if len(st.PeerCertificates) == 0 {
+		return errors.New("no device certificate")
+	}
+	certDI, err := certs.DeviceIDFromCert(st.PeerCertificates[0])
+	if err != nil {
+		return errors.New("device certificate has no uuid:<di> common name")
+	}
+	if !strings.EqualFold(certDI, deviceID) {
+		return fmt.Errorf("device certificate is for %s, not %s", certDI, deviceID)
+	}
+	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/ocfcloud/ocfcloud/internal/ocf"
+	"github.com/ocfcloud/ocfcloud/internal/odata"
 	"github.com/ocfcloud/ocfcloud/internal/registryapi"
 )
 
@@ -58,17 +59,79 @@ func (d *device) visibleTo(c registryapi.Caller) bool {
 	return c.Admin || (c.UserID != "" && c.UserID == d.doc.Owner)
 }
 
-// list returns the caller's devices ordered by device id, which keeps pages
-// stable while devices come and go.
-func (ix *index) list(c registryapi.Caller) []*device {
-	out := make([]*device, 0, len(ix.devices))
-	for _, d := range ix.devices {
-		if d.visibleTo(c) {
-			out = append(out, d)
+// withContent adds the twin content of every published resource to v.
+func (d *device) withContent(v *registryapi.Device) {
+	for _, l := range d.doc.Links {
+		if t := d.twin[l.Href]; t != nil {
+			v.Resources = append(v.Resources, registryapi.Resource{
+				DeviceID: d.doc.ID, Href: l.Href, Sequence: t.Sequence, Time: t.Time,
+				Status: t.Status, ContentType: t.ContentType, Content: t.Content,
+			})
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return strings.Compare(out[i].doc.ID, out[j].doc.ID) < 0 })
-	return out
+}
+
+// record exposes a device view to OData expressions.
+type record struct{ v *registryapi.Device }
+
+func (r record) Field(name string) (odata.Value, bool) {
+	switch name {
+	case "di":
+		return r.v.DeviceID, true
+	case "name":
+		return r.v.Name, true
+	case "types":
+		return r.v.Types, true
+	case "online":
+		return r.v.Online, true
+	case "owner":
+		return r.v.Owner, true
+	}
+	return nil, false
+}
+
+// list returns views of the caller's devices that match filter, sorted by
+// order and then by device id, which keeps pages stable while devices come
+// and go.
+func (ix *index) list(c registryapi.Caller, filter odata.Expr, order []odata.OrderBy) ([]registryapi.Device, error) {
+	out := make([]registryapi.Device, 0, len(ix.devices))
+	for _, d := range ix.devices {
+		if !d.visibleTo(c) {
+			continue
+		}
+		v := d.view()
+		ok, err := odata.Match(filter, record{&v})
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out = append(out, v)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := record{&out[i]}, record{&out[j]}
+		for _, o := range order {
+			av, _ := a.Field(o.Field)
+			bv, _ := b.Field(o.Field)
+			cmp, _ := odata.Compare(sortable(av), sortable(bv))
+			if cmp != 0 {
+				return (cmp < 0) != o.Desc
+			}
+		}
+		return strings.Compare(out[i].DeviceID, out[j].DeviceID) < 0
+	})
+	return out, nil
+}
+
+// sortable turns a collection into its first element so it can be ordered.
+func sortable(v odata.Value) odata.Value {
+	if l, ok := v.([]string); ok {
+		if len(l) == 0 {
+			return ""
+		}
+		return l[0]
+	}
+	return v
 }
 
 // mergeLinks replaces links with the same href and appends new ones.

@@ -19,6 +19,7 @@ import (
 
 	"github.com/ocfcloud/ocfcloud/internal/events"
 	"github.com/ocfcloud/ocfcloud/internal/ocf"
+	"github.com/ocfcloud/ocfcloud/internal/odata"
 	"github.com/ocfcloud/ocfcloud/internal/registryapi"
 )
 
@@ -267,18 +268,34 @@ func (r *Registry) serveList(req micro.Request) {
 		_ = req.Error(registryapi.CodeBadRequest, "skip and limit must not be negative", nil)
 		return
 	}
+	filter, err := odata.ParseFilter(q.Filter, registryapi.DeviceFields)
+	if err != nil {
+		_ = req.Error(registryapi.CodeBadRequest, err.Error(), nil)
+		return
+	}
+	order, err := odata.ParseOrderBy(q.OrderBy, registryapi.DeviceFields)
+	if err != nil {
+		_ = req.Error(registryapi.CodeBadRequest, err.Error(), nil)
+		return
+	}
 	r.mu.RLock()
-	all := r.idx.list(q.Caller)
-	resp := registryapi.ListResponse{Total: len(all), Devices: []registryapi.Device{}}
+	all, err := r.idx.list(q.Caller, filter, order)
+	if err != nil {
+		r.mu.RUnlock()
+		_ = req.Error(registryapi.CodeBadRequest, err.Error(), nil)
+		return
+	}
 	page := all[min(q.Skip, len(all)):]
 	if q.Limit > 0 && len(page) > q.Limit {
 		page = page[:q.Limit]
 	}
-	for _, d := range page {
-		resp.Devices = append(resp.Devices, d.view())
+	if q.WithContent {
+		for i := range page {
+			r.idx.devices[page[i].DeviceID].withContent(&page[i])
+		}
 	}
 	r.mu.RUnlock()
-	_ = req.RespondJSON(resp)
+	_ = req.RespondJSON(registryapi.ListResponse{Total: len(all), Devices: page})
 }
 
 // lookup returns a device the caller may see; a device of someone else is
@@ -301,6 +318,9 @@ func (r *Registry) serveGet(req micro.Request) {
 	var v registryapi.Device
 	if d != nil {
 		v = d.view()
+		if q.WithContent {
+			d.withContent(&v)
+		}
 	}
 	r.mu.RUnlock()
 	if d == nil {

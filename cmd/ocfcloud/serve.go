@@ -56,6 +56,7 @@ func serveCmd() *cobra.Command {
 	f.StringVar(&cfg.Database, "database", "ocfcloud", "MongoDB database name")
 	f.StringVar(&cfg.AdminPassword, "admin-password", "", "password of user admin when it is created on first start (default: random, printed once)")
 	f.StringVar(&services, "services", "all", "comma-separated services to run: authz,device-registry,c2c-api,coap-gateway")
+	f.StringSliceVar(&cfg.CORSOrigins, "cors-origins", nil, `origins allowed to call the HTTP API from a browser ("*" for any)`)
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/nats-io/nats.go"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 )
 
 // Scopes of the C2C API and OAuth.
@@ -38,6 +40,9 @@ type Claims struct {
 	ID        string    `json:"jti"`
 	ExpiresAt time.Time `json:"-"`
 	IssuedAt  time.Time `json:"-"`
+
+	// tokenHash is set for admin-issued opaque tokens.
+	tokenHash string
 }
 
 // HasScope reports whether the token grants scope.
@@ -48,25 +53,76 @@ func (c *Claims) HasScope(scope string) bool {
 // IsAdmin reports whether the token belongs to an administrator.
 func (c *Claims) IsAdmin() bool { return c.Role == RoleAdmin }
 
-// Verifier checks access tokens against authz's published keys.
+// Verifier checks access tokens against authz's published keys and against
+// the local set of revoked tokens, clients and users.
 type Verifier struct {
-	v *oidc.IDTokenVerifier
+	v       *oidc.IDTokenVerifier
+	now     func() time.Time
+	revoked *revocations
+
+	// Set by WithRevocations.
+	ready    chan struct{} // closed when the stored revocations are loaded
+	startErr error         // written before ready is closed
+	subs     []*nats.Subscription
+}
+
+// Option configures a Verifier.
+type Option func(*verifierOptions)
+
+type verifierOptions struct {
+	nc *nats.Conn
+	db *mongo.Database
+}
+
+// WithRevocations makes the verifier follow authz's revocations: it
+// subscribes to RevokedSubject on nc and loads the stored set from db
+// (collection RevocationsCollection) at start. Either may be nil. Until the
+// stored set is loaded, Verify waits (fails closed).
+func WithRevocations(nc *nats.Conn, db *mongo.Database) Option {
+	return func(o *verifierOptions) { o.nc, o.db = nc, db }
 }
 
 // NewVerifier verifies tokens of issuer, fetching keys from jwksURL (which may
 // differ from the issuer's public address, e.g. a loopback or in-cluster URL).
-// now is used for expiry checks; nil means time.Now.
-func NewVerifier(ctx context.Context, issuer, jwksURL string, now func() time.Time) *Verifier {
+// now is used for expiry checks; nil means time.Now. ctx bounds the
+// background work (key fetches, loading revocations).
+func NewVerifier(ctx context.Context, issuer, jwksURL string, now func() time.Time, opts ...Option) *Verifier {
+	if now == nil {
+		now = time.Now
+	}
+	var o verifierOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	keys := oidc.NewRemoteKeySet(ctx, jwksURL)
-	return &Verifier{v: oidc.NewVerifier(issuer, keys, &oidc.Config{
-		SkipClientIDCheck:    true,
-		SupportedSigningAlgs: []string{oidc.ES256},
-		Now:                  now,
-	})}
+	v := &Verifier{
+		v: oidc.NewVerifier(issuer, keys, &oidc.Config{
+			SkipClientIDCheck:    true,
+			SupportedSigningAlgs: []string{oidc.ES256},
+			Now:                  now,
+		}),
+		now:     now,
+		revoked: newRevocations(),
+	}
+	if o.nc != nil || o.db != nil {
+		v.startRevocations(ctx, o.nc, o.db)
+	}
+	return v
 }
 
-// Verify checks signature, issuer and expiry of raw and returns its claims.
+// Close stops following revocations.
+func (v *Verifier) Close() {
+	for _, s := range v.subs {
+		_ = s.Unsubscribe()
+	}
+}
+
+// Verify checks signature, issuer, expiry and revocation of raw and returns
+// its claims. A revoked token gives an error wrapping ErrRevoked.
 func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
+	if err := v.waitReady(ctx); err != nil {
+		return nil, fmt.Errorf("verify token: %w", err)
+	}
 	tok, err := v.v.Verify(ctx, raw)
 	if err != nil {
 		return nil, fmt.Errorf("verify token: %w", err)
@@ -78,6 +134,9 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
 	c.ExpiresAt, c.IssuedAt = tok.Expiry, tok.IssuedAt
 	if c.Subject == "" {
 		return nil, errors.New("verify token: no subject")
+	}
+	if v.revoked.revoked(&c) {
+		return nil, fmt.Errorf("verify token: %w", ErrRevoked)
 	}
 	return &c, nil
 }

@@ -25,6 +25,7 @@ import (
 	registry "github.com/ocfcloud/ocfcloud/device-registry"
 	"github.com/ocfcloud/ocfcloud/internal/auth"
 	"github.com/ocfcloud/ocfcloud/internal/events"
+	"github.com/ocfcloud/ocfcloud/internal/httpx"
 	"github.com/ocfcloud/ocfcloud/internal/platform"
 )
 
@@ -59,7 +60,16 @@ type Config struct {
 	Database      string // default "ocfcloud"
 	AdminPassword string
 	Services      []string // default AllServices
-	Logger        *slog.Logger
+	// CORSOrigins may call the HTTP API from a browser ("*" for any).
+	CORSOrigins []string
+	// GatewayLimits bound the CoAP gateway (connections, message size,
+	// per-IP connection rate, requests in flight per device, inactivity);
+	// zero values take the gateway's defaults.
+	GatewayLimits coapgateway.Limits
+	// DeviceCAFile is a PEM file of CA certificates that device identity
+	// certificates must chain to on coaps+tcp; default the dev CA.
+	DeviceCAFile string
+	Logger       *slog.Logger
 }
 
 // Validate reports every problem of the configuration at once.
@@ -123,6 +133,7 @@ type Cloud struct {
 	c2c      *c2capi.API
 	gateway  *coapgateway.Gateway
 	nc       *nats.Conn
+	natsURL  string
 	mongo    *mongo.Client
 }
 
@@ -163,6 +174,7 @@ func New(ctx context.Context, cfg Config) (_ *Cloud, err error) {
 		c.closers = append(c.closers, n.Shutdown)
 		natsURL = n.URL()
 	}
+	c.natsURL = natsURL
 	if c.nc, err = nats.Connect(natsURL, nats.Name("ocfcloud"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(false)); err != nil {
 		return nil, fmt.Errorf("connect nats %s: %w", natsURL, err)
 	}
@@ -207,13 +219,21 @@ func New(ctx context.Context, cfg Config) (_ *Cloud, err error) {
 			TokenURL: authzURL + "/oauth/token",
 			Verifier: verifier,
 			Logger:   cfg.Logger,
+			Limits:   cfg.GatewayLimits,
 		}
 		if cfg.CoAPAddr != "-" {
 			gcfg.Addr = cfg.CoAPAddr
 		}
 		if cfg.CoAPSAddr != "-" {
 			gcfg.TLSAddr = cfg.CoAPSAddr
-			gcfg.TLS = c.Certs.ServerTLSConfig(tls.VerifyClientCertIfGiven)
+			// OCF mutual TLS: the device certificate must chain to the
+			// device CA; the gateway checks its uuid:<di> against sign-in.
+			gcfg.TLS = c.Certs.ServerTLSConfig(tls.RequireAndVerifyClientCert)
+			if cfg.DeviceCAFile != "" {
+				if gcfg.TLS.ClientCAs, err = coapgateway.LoadCertPool(cfg.DeviceCAFile); err != nil {
+					return nil, err
+				}
+			}
 		}
 		if c.gateway, err = coapgateway.New(ctx, gcfg); err != nil {
 			return nil, err
@@ -258,13 +278,15 @@ func New(ctx context.Context, cfg Config) (_ *Cloud, err error) {
 		c.closers = append(c.closers, c.registry.Close)
 	}
 	if c.has(ServiceC2C) {
-		c.c2c = c2capi.New(c2capi.Config{Verifier: verifier, NATS: c.nc, Logger: cfg.Logger})
+		if c.c2c, err = c2capi.New(c2capi.Config{Verifier: verifier, NATS: c.nc, Logger: cfg.Logger}); err != nil {
+			return nil, fmt.Errorf("c2c-api: %w", err)
+		}
 		c.c2c.Register(mux)
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", c.serveReady)
 	c.httpSrv = &http.Server{
-		Handler:           mux,
+		Handler:           httpx.WithRequestID(cfg.Logger, httpx.WithCORS(cfg.CORSOrigins, httpx.WithGzip(mux))),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
@@ -291,6 +313,9 @@ func (c *Cloud) has(s string) bool { return slices.Contains(c.cfg.Services, s) }
 
 // HTTPAddr is the bound HTTP address.
 func (c *Cloud) HTTPAddr() string { return c.httpLn.Addr().String() }
+
+// NATSURL is the NATS server the services use.
+func (c *Cloud) NATSURL() string { return c.natsURL }
 
 // PublicURL is the issuer and base URL.
 func (c *Cloud) PublicURL() string { return c.publicURL }

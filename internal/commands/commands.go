@@ -16,6 +16,11 @@ const (
 	MethodPost   = "POST"
 	MethodPut    = "PUT"
 	MethodDelete = "DELETE"
+	// MethodSignOff is not sent to the device: the gateway ends every
+	// session of the device it holds (no more commands, observations or
+	// events) and closes the connections, answering "2.02". The sender has
+	// already published device_unregistered.
+	MethodSignOff = "SIGNOFF"
 )
 
 // Subject is where the gateway holding deviceID's connection listens.
@@ -41,7 +46,9 @@ type Response struct {
 	ContentType string `json:"contentType,omitempty"`
 	Content     []byte `json:"content,omitempty"`
 	// Error is set when the device did not answer: ErrCodeTimeout,
-	// ErrCodeOffline or ErrCodeBadRequest.
+	// ErrCodeOffline, ErrCodeBusy or ErrCodeBadRequest. Code then carries
+	// the CoAP code the gateway chose (5.04, 5.03, 5.03, 4.00) and Content a
+	// text/plain diagnostic.
 	Error string `json:"error,omitempty"`
 }
 
@@ -50,6 +57,9 @@ const (
 	ErrCodeTimeout    = "device_timeout"
 	ErrCodeOffline    = "device_offline"
 	ErrCodeBadRequest = "bad_request"
+	// ErrCodeBusy means the device already has the maximum number of
+	// requests in flight (gateway limit, default 16); retry later.
+	ErrCodeBusy = "device_busy"
 )
 
 // Sentinel errors of Client.Do.
@@ -58,6 +68,11 @@ var (
 	ErrNoGateway = errors.New("device not connected")
 	// ErrTimeout means the device did not answer in time.
 	ErrTimeout = errors.New("device did not answer in time")
+	// ErrBusy means the device has too many requests in flight.
+	ErrBusy = errors.New("device has too many requests in flight")
+	// ErrBadRequest means the gateway refused the request before sending it
+	// (unknown method, bad href, content it cannot convert).
+	ErrBadRequest = errors.New("bad command request")
 )
 
 // Client sends commands over NATS.
@@ -95,6 +110,10 @@ func (c *Client) Do(ctx context.Context, deviceID string, req *Request) (*Respon
 		return &resp, ErrTimeout
 	case ErrCodeOffline:
 		return &resp, ErrNoGateway
+	case ErrCodeBusy:
+		return &resp, ErrBusy
+	case ErrCodeBadRequest:
+		return &resp, ErrBadRequest
 	}
 	return &resp, nil
 }

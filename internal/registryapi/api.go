@@ -53,13 +53,25 @@ type Device struct {
 	OnlineSince  time.Time  `json:"onlineSince,omitzero"`
 	RegisteredAt time.Time  `json:"registeredAt,omitzero"`
 	Links        []ocf.Link `json:"links"`
+	// Resources holds the twin content of each resource when asked for.
+	Resources []Resource `json:"resources,omitempty"`
 }
+
+// DeviceFields are the names a list filter or order may use: di, name,
+// types (a collection: "types eq 'x'" matches when any type equals x), online
+// and owner.
+var DeviceFields = []string{"di", "name", "types", "online", "owner"}
 
 // ListRequest asks for a page of devices.
 type ListRequest struct {
 	Caller Caller `json:"caller"`
-	Skip   int    `json:"skip,omitempty"`
-	Limit  int    `json:"limit,omitempty"` // 0 means all
+	// Filter and OrderBy are OData $filter and $orderby over DeviceFields.
+	Filter  string `json:"filter,omitempty"`
+	OrderBy string `json:"orderBy,omitempty"`
+	Skip    int    `json:"skip,omitempty"`
+	Limit   int    `json:"limit,omitempty"` // 0 means all
+	// WithContent adds each published resource's twin content.
+	WithContent bool `json:"withContent,omitempty"`
 }
 
 // ListResponse is one page and the total count.
@@ -70,8 +82,9 @@ type ListResponse struct {
 
 // GetRequest asks for one device.
 type GetRequest struct {
-	Caller   Caller `json:"caller"`
-	DeviceID string `json:"di"`
+	Caller      Caller `json:"caller"`
+	DeviceID    string `json:"di"`
+	WithContent bool   `json:"withContent,omitempty"`
 }
 
 // ResourceRequest asks for the twin content of one resource.

@@ -1,0 +1,227 @@
+package c2capi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/ocfcloud/ocfcloud/internal/commands"
+	"github.com/ocfcloud/ocfcloud/internal/events"
+	"github.com/ocfcloud/ocfcloud/internal/httpx"
+	"github.com/ocfcloud/ocfcloud/internal/ocf"
+	"github.com/ocfcloud/ocfcloud/internal/registryapi"
+)
+
+const (
+	contentTypeOCFCBOR = "application/vnd.ocf+cbor"
+	// maxRequestBody bounds resource updates.
+	maxRequestBody = 256 << 10
+	// ocfStatusHeader carries the device's CoAP status with every resource answer.
+	ocfStatusHeader = "OCF-Status"
+)
+
+func resourceHref(r *http.Request) string { return "/" + r.PathValue("href") }
+
+// getResource answers the twin content, or asks the device with ?twin=false.
+func (a *API) getResource(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Query().Get("twin") {
+	case "", "true":
+	case "false":
+		a.command(w, r, commands.MethodGet, nil)
+		return
+	default:
+		httpx.WriteProblem(w, http.StatusBadRequest, "twin must be true or false")
+		return
+	}
+	res, err := a.registry.Resource(r.Context(), registryapi.ResourceRequest{Caller: callerOf(r), DeviceID: r.PathValue("id"), Href: resourceHref(r)})
+	if err != nil {
+		a.registryError(w, err)
+		return
+	}
+	etag := `"` + strconv.FormatUint(res.Sequence, 36) + `"`
+	w.Header().Set("ETag", etag)
+	w.Header().Set("Last-Modified", res.Time.UTC().Format(http.TimeFormat))
+	w.Header().Set(ocfStatusHeader, "2.05")
+	if inm := r.Header.Get("If-None-Match"); inm != "" && (inm == etag || inm == "*") {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	writeContent(w, r, http.StatusOK, res.ContentType, res.Content)
+}
+
+func (a *API) updateResource(w http.ResponseWriter, r *http.Request) {
+	a.commandWithBody(w, r, commands.MethodPost)
+}
+
+func (a *API) createResource(w http.ResponseWriter, r *http.Request) {
+	a.commandWithBody(w, r, commands.MethodPut)
+}
+
+func (a *API) deleteResource(w http.ResponseWriter, r *http.Request) {
+	a.command(w, r, commands.MethodDelete, nil)
+}
+
+func (a *API) commandWithBody(w http.ResponseWriter, r *http.Request, method string) {
+	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if ct == "" {
+		ct = "application/json"
+	}
+	if ct != "application/json" && ct != contentTypeOCFCBOR && ct != "application/cbor" {
+		httpx.WriteProblem(w, http.StatusUnsupportedMediaType, "send application/json or application/vnd.ocf+cbor")
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBody))
+	if err != nil {
+		httpx.WriteProblem(w, http.StatusRequestEntityTooLarge, "the body is larger than 256 KiB")
+		return
+	}
+	// Convert here so a malformed body is the client's 400, not the device's.
+	var content []byte
+	if ct == "application/json" {
+		if content, err = ocf.JSONToCBOR(body); err != nil {
+			httpx.WriteProblem(w, http.StatusBadRequest, err.Error())
+			return
+		}
+	} else {
+		var v any
+		if err := ocf.Unmarshal(body, &v); err != nil {
+			httpx.WriteProblem(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		content = body
+	}
+	a.command(w, r, method, content)
+}
+
+// command sends a request to the device through the gateway that holds its
+// connection and answers with the device's status and content.
+func (a *API) command(w http.ResponseWriter, r *http.Request, method string, content []byte) {
+	href := resourceHref(r)
+	d, err := a.registry.Get(r.Context(), registryapi.GetRequest{Caller: callerOf(r), DeviceID: r.PathValue("id")})
+	if err != nil {
+		a.registryError(w, err)
+		return
+	}
+	if method != commands.MethodPut && !slices.ContainsFunc(d.Links, func(l ocf.Link) bool { return l.Href == href }) {
+		httpx.WriteProblem(w, http.StatusNotFound, "the device has not published "+href)
+		return
+	}
+	if !d.Online {
+		httpx.WriteProblem(w, http.StatusConflict, "the device is offline")
+		return
+	}
+	req := &commands.Request{Method: method, Href: href, CorrelationID: httpx.RequestID(r.Context())}
+	if raw := r.URL.Query().Get("if"); raw != "" {
+		req.Query = "if=" + raw
+	}
+	if content != nil {
+		req.ContentType, req.Content = events.ContentTypeOCFCBOR, content
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.CommandTimeout)
+	defer cancel()
+	resp, err := a.commands.Do(ctx, d.DeviceID, req)
+	switch {
+	case errors.Is(err, commands.ErrTimeout):
+		httpx.WriteProblem(w, http.StatusGatewayTimeout, "the device did not answer in time")
+		return
+	case errors.Is(err, commands.ErrNoGateway):
+		w.Header().Set("Retry-After", "5")
+		httpx.WriteProblem(w, http.StatusServiceUnavailable, "the device is not connected")
+		return
+	case err != nil && resp != nil && resp.Error != "":
+		w.Header().Set("Retry-After", "1")
+		httpx.WriteProblem(w, http.StatusServiceUnavailable, "the gateway refused the request: "+resp.Error)
+		return
+	case err != nil:
+		a.log.Warn("command failed", "device_id", d.DeviceID, "href", href, "err", err)
+		httpx.WriteProblem(w, http.StatusBadGateway, "the request to the device failed")
+		return
+	}
+	w.Header().Set(ocfStatusHeader, resp.Code)
+	status := httpStatus(resp.Code)
+	if status >= 400 {
+		detail := "the device answered " + resp.Code
+		if strings.HasPrefix(resp.ContentType, "text/plain") && len(resp.Content) > 0 {
+			detail += ": " + strings.ToValidUTF8(string(resp.Content[:min(len(resp.Content), 512)]), "")
+		}
+		httpx.WriteProblem(w, status, detail)
+		return
+	}
+	if len(resp.Content) == 0 {
+		w.WriteHeader(status)
+		return
+	}
+	writeContent(w, r, status, resp.ContentType, resp.Content)
+}
+
+// httpStatus maps a CoAP response code ("2.05") to HTTP.
+func httpStatus(code string) int {
+	switch code {
+	case "2.01":
+		return http.StatusCreated
+	case "2.02", "2.03", "2.04", "2.05":
+		return http.StatusOK
+	case "4.00", "4.02":
+		return http.StatusBadRequest
+	case "4.01", "4.03":
+		return http.StatusForbidden
+	case "4.04":
+		return http.StatusNotFound
+	case "4.05":
+		return http.StatusMethodNotAllowed
+	case "4.06":
+		return http.StatusNotAcceptable
+	case "4.13":
+		return http.StatusRequestEntityTooLarge
+	case "4.15":
+		return http.StatusUnsupportedMediaType
+	}
+	if strings.HasPrefix(code, "2.") {
+		return http.StatusOK
+	}
+	return http.StatusBadGateway
+}
+
+// toJSON converts a representation to JSON.
+func toJSON(contentType string, content []byte) (json.RawMessage, error) {
+	if contentType == events.ContentTypeJSON {
+		return content, nil
+	}
+	return ocf.CBORToJSON(content)
+}
+
+// writeContent answers a representation in the format the client accepts:
+// JSON unless it asks for OCF CBOR.
+func writeContent(w http.ResponseWriter, r *http.Request, status int, contentType string, content []byte) {
+	wantCBOR := strings.Contains(r.Header.Get("Accept"), contentTypeOCFCBOR)
+	switch {
+	case wantCBOR && contentType == events.ContentTypeOCFCBOR:
+	case wantCBOR:
+		c, err := ocf.JSONToCBOR(content)
+		if err != nil {
+			httpx.WriteProblem(w, http.StatusBadGateway, "the device sent content that cannot be converted")
+			return
+		}
+		content = c
+	default:
+		j, err := toJSON(contentType, content)
+		if err != nil {
+			httpx.WriteProblem(w, http.StatusBadGateway, "the device sent content that is not valid CBOR")
+			return
+		}
+		content = j
+	}
+	if wantCBOR {
+		w.Header().Set("Content-Type", contentTypeOCFCBOR)
+	} else {
+		w.Header().Set("Content-Type", "application/json")
+	}
+	w.WriteHeader(status)
+	_, _ = w.Write(content)
+}

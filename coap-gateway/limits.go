@@ -1,0 +1,209 @@
+package coapgateway
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	coapnet "github.com/plgd-dev/go-coap/v3/net"
+	"golang.org/x/time/rate"
+)
+
+// Limits bound what one gateway process accepts. Zero values take the
+// defaults below; a negative value disables a limit where noted.
+type Limits struct {
+	// MaxConnections caps concurrent device connections over all listeners.
+	// Keep it below the process's open-file limit. Default 100,000.
+	MaxConnections int
+	// MaxMessageSize is the largest CoAP message accepted; a larger one
+	// closes the connection (CoAP over TCP has no way to skip it). Default
+	// 256 KiB.
+	MaxMessageSize uint32
+	// ConnRatePerIP is the sustained rate of new connections accepted from
+	// one source address, per second, and ConnBurstPerIP the burst above it.
+	// Defaults 50/s and 200; ConnRatePerIP < 0 disables the limit (devices
+	// behind one NAT, load tests).
+	ConnRatePerIP  float64
+	ConnBurstPerIP int
+	// MaxPendingPerDevice caps requests the cloud has in flight to one
+	// device; more get device_busy (5.03). Default 16.
+	MaxPendingPerDevice int
+	// InactivityTimeout drops a connection that sent nothing (not even a
+	// 7.02 Ping) for this long and marks the device offline. Devices ping
+	// every 20 s. Default 60 s.
+	InactivityTimeout time.Duration
+	// MaxAuthFailures closes a connection after this many rejected
+	// credentials (sign-up, sign-in, refresh, sign-off). Default 3.
+	MaxAuthFailures int
+}
+
+func (l *Limits) setDefaults() {
+	if l.MaxConnections == 0 {
+		l.MaxConnections = 100_000
+	}
+	if l.MaxMessageSize == 0 {
+		l.MaxMessageSize = 256 << 10
+	}
+	if l.ConnRatePerIP == 0 {
+		l.ConnRatePerIP = 50
+	}
+	if l.ConnBurstPerIP == 0 {
+		l.ConnBurstPerIP = 200
+	}
+	if l.MaxPendingPerDevice == 0 {
+		l.MaxPendingPerDevice = 16
+	}
+	if l.InactivityTimeout == 0 {
+		l.InactivityTimeout = 60 * time.Second
+	}
+	if l.MaxAuthFailures == 0 {
+		l.MaxAuthFailures = 3
+	}
+}
+
+// admission enforces MaxConnections and the per-IP rate for every listener
+// of a gateway. Refused connections are closed right after accept, before a
+// TLS handshake or any CoAP work is spent on them.
+type admission struct {
+	limits Limits
+	open   atomic.Int64
+	// refused counts connections closed by a limit (tests, metrics).
+	refused atomic.Int64
+
+	mu        sync.Mutex
+	perIP     map[netip.Addr]*ipBucket
+	lastSweep time.Time
+}
+
+type ipBucket struct {
+	lim      *rate.Limiter
+	lastSeen time.Time
+}
+
+func newAdmission(l Limits) *admission {
+	return &admission{limits: l, perIP: map[netip.Addr]*ipBucket{}}
+}
+
+// admit reports whether a new connection from remote may proceed and, if so,
+// counts it as open.
+func (a *admission) admit(remote net.Addr) bool {
+	if a.limits.ConnRatePerIP > 0 && !a.allowIP(remote) {
+		a.refused.Add(1)
+		return false
+	}
+	if a.open.Add(1) > int64(a.limits.MaxConnections) {
+		a.open.Add(-1)
+		a.refused.Add(1)
+		return false
+	}
+	return true
+}
+
+func (a *admission) allowIP(remote net.Addr) bool {
+	ap, err := netip.ParseAddrPort(remote.String())
+	if err != nil {
+		return true
+	}
+	ip := ap.Addr().Unmap()
+	now := time.Now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	// Forget addresses whose bucket has refilled: they cost nothing to
+	// recreate, and the map must not grow with every address ever seen.
+	refill := time.Duration(float64(a.limits.ConnBurstPerIP)/a.limits.ConnRatePerIP*float64(time.Second)) + time.Second
+	if now.Sub(a.lastSweep) > refill && len(a.perIP) > 0 {
+		for k, b := range a.perIP {
+			if now.Sub(b.lastSeen) > refill {
+				delete(a.perIP, k)
+			}
+		}
+		a.lastSweep = now
+	}
+	b := a.perIP[ip]
+	if b == nil {
+		b = &ipBucket{lim: rate.NewLimiter(rate.Limit(a.limits.ConnRatePerIP), a.limits.ConnBurstPerIP)}
+		a.perIP[ip] = b
+	}
+	b.lastSeen = now
+	return b.lim.AllowN(now, 1)
+}
+
+// limitListener accepts TCP connections, applies admission and wraps
+// admitted ones in TLS when configured. It implements go-coap's
+// tcpserver.Listener.
+type limitListener struct {
+	ln     net.Listener
+	tls    *tls.Config
+	adm    *admission
+	closed atomic.Bool
+}
+
+func (l *limitListener) AcceptWithContext(ctx context.Context) (net.Conn, error) {
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if l.closed.Load() {
+			return nil, coapnet.ErrListenerIsClosed
+		}
+		c, err := l.ln.Accept()
+		if err != nil {
+			if l.closed.Load() || errors.Is(err, net.ErrClosed) {
+				return nil, coapnet.ErrListenerIsClosed
+			}
+			// EMFILE and friends: go-coap retries at once, so pause here
+			// rather than spin.
+			time.Sleep(10 * time.Millisecond)
+			return nil, err
+		}
+		if !l.adm.admit(c.RemoteAddr()) {
+			_ = c.Close()
+			continue
+		}
+		var tc net.Conn = &countedConn{Conn: c, adm: l.adm}
+		if l.tls != nil {
+			tc = tls.Server(tc, l.tls)
+		}
+		return tc, nil
+	}
+}
+
+func (l *limitListener) Close() error {
+	if !l.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	return l.ln.Close()
+}
+
+// countedConn releases its admission slot once, when closed.
+type countedConn struct {
+	net.Conn
+	adm  *admission
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() { c.adm.open.Add(-1) })
+	return c.Conn.Close()
+}
+
+// LoadCertPool reads PEM CA certificates (the device CA) from path.
+func LoadCertPool(path string) (*x509.CertPool, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("device CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("device CA %s: no PEM certificate", path)
+	}
+	return pool, nil
+}
