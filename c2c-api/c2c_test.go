@@ -129,7 +129,8 @@ func (s *stack) seedDevices(n int) {
 	ctx := context.Background()
 	for i := range n {
 		di := fmt.Sprintf("00000000-0000-4000-8000-%012d", i)
-		info, _ := ocf.Marshal(ocf.DeviceInfo{Name: fmt.Sprintf("dev-%04d", i), DeviceID: di, RT: []string{"oic.wk.d", "oic.d.light"}})
+		info, _ := ocf.Marshal(ocf.DeviceInfo{Name: fmt.Sprintf("dev-%04d", i), DeviceID: di, RT: []string{"oic.wk.d", "oic.d.light"},
+			Manufacturer: []ocf.LocalizedValue{{Language: "en", Value: "ocfcloud"}}})
 		links, _ := json.Marshal(events.ResourcesPublishedContent{Links: []ocf.Link{{Href: "/oic/d", RT: []string{"oic.wk.d", "oic.d.light"}}}})
 		evs := []*events.Envelope{
 			{Type: events.ResourcesPublished, ContentType: events.ContentTypeJSON, Content: links},
@@ -178,6 +179,13 @@ func TestDeviceListsPageAndQuery(t *testing.T) {
 	if first[0].Device.N != "dev-0000" || first[0].Status != "online" || first[1].Status != "offline" {
 		t.Fatalf("first items: %+v %+v", first[0], first[1])
 	}
+
+	// The answers match the OCF C2C swagger, the wire contract.
+	schemas := ocfSchemas(t)
+	_, one := s.do(http.MethodGet, "/api/v1/devices/00000000-0000-4000-8000-000000000000", s.token, nil, nil)
+	validateOCF(t, schemas, "Device", one)
+	_, all := s.do(http.MethodGet, "/api/v1/devices/00000000-0000-4000-8000-000000000000?content=all", s.token, nil, nil)
+	validateOCF(t, schemas, "DeviceContentAll", all)
 
 	// The envelope: follow Next until it is absent; every device exactly once.
 	seen := map[string]bool{}

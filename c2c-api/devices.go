@@ -27,9 +27,10 @@ type Device struct {
 
 // DeviceProperties are the device's /oic/d properties.
 type DeviceProperties struct {
-	RT   []string `json:"rt,omitempty"`
-	DI   string   `json:"di"`
-	Name string   `json:"n,omitempty"`
+	RT   []string             `json:"rt,omitempty"`
+	DI   string               `json:"di"`
+	DMN  []ocf.LocalizedValue `json:"dmn,omitempty"`
+	Name string               `json:"n,omitempty"`
 	// Owner is shown to administrators only.
 	Owner string `json:"owner,omitempty"`
 }
@@ -56,7 +57,7 @@ var queryOptions = odata.Options{
 
 func toDevice(d registryapi.Device, admin bool) Device {
 	out := Device{
-		Device: DeviceProperties{RT: d.Types, DI: d.DeviceID, Name: d.Name},
+		Device: DeviceProperties{RT: d.Types, DI: d.DeviceID, DMN: d.Manufacturer, Name: d.Name},
 		Status: "offline",
 		Links:  make([]Link, 0, len(d.Links)),
 	}

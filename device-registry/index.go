@@ -50,6 +50,13 @@ func (d *device) view() registryapi.Device {
 			if len(info.RT) > 0 {
 				v.Types = info.RT
 			}
+			v.Manufacturer = info.Manufacturer
+		}
+	}
+	if t := d.twin[ocf.PathPlatform]; t != nil && len(v.Manufacturer) == 0 {
+		var p ocf.PlatformInfo
+		if ocf.Unmarshal(t.Content, &p) == nil && p.ManufacturerName != "" {
+			v.Manufacturer = []ocf.LocalizedValue{{Language: "en", Value: p.ManufacturerName}}
 		}
 	}
 	return v

@@ -80,9 +80,22 @@ func (l Link) Observable() bool { return l.Policy != nil && l.Policy.BitMask&2 !
 
 // DeviceInfo is the content of /oic/d that the cloud cares about.
 type DeviceInfo struct {
-	Name        string   `cbor:"n,omitempty" json:"n,omitempty"`
-	DeviceID    string   `cbor:"di,omitempty" json:"di,omitempty"`
-	RT          []string `cbor:"rt,omitempty" json:"rt,omitempty"`
-	PIID        string   `cbor:"piid,omitempty" json:"piid,omitempty"`
-	ModelNumber string   `cbor:"dmno,omitempty" json:"dmno,omitempty"`
+	Name         string           `cbor:"n,omitempty" json:"n,omitempty"`
+	DeviceID     string           `cbor:"di,omitempty" json:"di,omitempty"`
+	RT           []string         `cbor:"rt,omitempty" json:"rt,omitempty"`
+	PIID         string           `cbor:"piid,omitempty" json:"piid,omitempty"`
+	ModelNumber  string           `cbor:"dmno,omitempty" json:"dmno,omitempty"`
+	Manufacturer []LocalizedValue `cbor:"dmn,omitempty" json:"dmn,omitempty"`
+}
+
+// LocalizedValue is a string in a language (OCF dmn, ld).
+type LocalizedValue struct {
+	Language string `cbor:"language" json:"language"`
+	Value    string `cbor:"value" json:"value"`
+}
+
+// PlatformInfo is the content of /oic/p that the cloud cares about.
+type PlatformInfo struct {
+	ID               string `cbor:"pi,omitempty" json:"pi,omitempty"`
+	ManufacturerName string `cbor:"mnmn,omitempty" json:"mnmn,omitempty"`
 }

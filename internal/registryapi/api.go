@@ -45,14 +45,16 @@ type Caller struct {
 
 // Device is the registry's view of one device.
 type Device struct {
-	DeviceID     string     `json:"di"`
-	Owner        string     `json:"owner"`
-	Name         string     `json:"name,omitempty"`
-	Types        []string   `json:"types,omitempty"`
-	Online       bool       `json:"online"`
-	OnlineSince  time.Time  `json:"onlineSince,omitzero"`
-	RegisteredAt time.Time  `json:"registeredAt,omitzero"`
-	Links        []ocf.Link `json:"links"`
+	DeviceID string   `json:"di"`
+	Owner    string   `json:"owner"`
+	Name     string   `json:"name,omitempty"`
+	Types    []string `json:"types,omitempty"`
+	// Manufacturer is /oic/d's dmn, or /oic/p's mnmn when the device gives no dmn.
+	Manufacturer []ocf.LocalizedValue `json:"manufacturer,omitempty"`
+	Online       bool                 `json:"online"`
+	OnlineSince  time.Time            `json:"onlineSince,omitzero"`
+	RegisteredAt time.Time            `json:"registeredAt,omitzero"`
+	Links        []ocf.Link           `json:"links"`
 	// Resources holds the twin content of each resource when asked for.
 	Resources []Resource `json:"resources,omitempty"`
 }
