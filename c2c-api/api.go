@@ -22,6 +22,9 @@ type Config struct {
 	Verifier *auth.Verifier
 	NATS     *nats.Conn
 	Logger   *slog.Logger
+	// Registry answers device queries; default a NATS client. The all-in-one
+	// process passes its registry to skip the network hop.
+	Registry registryapi.Querier
 	// CommandTimeout bounds a live request to a device; default 10 s.
 	CommandTimeout time.Duration
 	Now            func() time.Time
@@ -31,7 +34,7 @@ type Config struct {
 type API struct {
 	cfg      Config
 	log      *slog.Logger
-	registry *registryapi.Client
+	registry registryapi.Querier
 	commands *commands.Client
 	pub      *events.Publisher
 	seq      *events.Sequencer
@@ -48,6 +51,9 @@ func New(cfg Config) (*API, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Registry == nil {
+		cfg.Registry = registryapi.NewClient(cfg.NATS)
+	}
 	js, err := jetstream.New(cfg.NATS)
 	if err != nil {
 		return nil, err
@@ -55,7 +61,7 @@ func New(cfg Config) (*API, error) {
 	return &API{
 		cfg:      cfg,
 		log:      cfg.Logger.With("service", "c2c-api"),
-		registry: registryapi.NewClient(cfg.NATS),
+		registry: cfg.Registry,
 		commands: commands.NewClient(cfg.NATS),
 		pub:      events.NewPublisher(js),
 		seq:      events.NewSequencer(cfg.Now),

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -241,9 +242,9 @@ func (r *Registry) startService() (micro.Service, error) {
 		return svc.AddEndpoint(name, micro.HandlerFunc(h), micro.WithEndpointSubject(subject))
 	}
 	if err := errors.Join(
-		add("list", registryapi.SubjectList, r.serveList),
-		add("get", registryapi.SubjectGet, r.serveGet),
-		add("resource", registryapi.SubjectResource, r.serveResource),
+		add("list", registryapi.SubjectList, serve(r.List)),
+		add("get", registryapi.SubjectGet, serve(r.Get)),
+		add("resource", registryapi.SubjectResource, serve(r.Resource)),
 	); err != nil {
 		_ = svc.Stop()
 		return nil, fmt.Errorf("registry endpoints: %w", err)
@@ -251,39 +252,50 @@ func (r *Registry) startService() (micro.Service, error) {
 	return svc, nil
 }
 
-func decodeRequest(req micro.Request, v any) bool {
-	if err := json.Unmarshal(req.Data(), v); err != nil {
-		_ = req.Error(registryapi.CodeBadRequest, "malformed request: "+err.Error(), nil)
-		return false
+// serve adapts a query method to a micro endpoint: decode, call, answer,
+// with registryapi's sentinel errors mapped to error codes.
+func serve[Req, Resp any](method func(context.Context, Req) (Resp, error)) func(micro.Request) {
+	return func(req micro.Request) {
+		var q Req
+		if err := json.Unmarshal(req.Data(), &q); err != nil {
+			_ = req.Error(registryapi.CodeBadRequest, "malformed request: "+err.Error(), nil)
+			return
+		}
+		resp, err := method(context.Background(), q)
+		switch {
+		case errors.Is(err, registryapi.ErrNotFound):
+			_ = req.Error(registryapi.CodeNotFound, strings.TrimPrefix(err.Error(), "not found: "), nil)
+		case errors.Is(err, registryapi.ErrBadRequest):
+			_ = req.Error(registryapi.CodeBadRequest, strings.TrimPrefix(err.Error(), "bad request: "), nil)
+		case err != nil:
+			_ = req.Error(registryapi.CodeInternal, err.Error(), nil)
+		default:
+			_ = req.RespondJSON(resp)
+		}
 	}
-	return true
 }
 
-func (r *Registry) serveList(req micro.Request) {
-	var q registryapi.ListRequest
-	if !decodeRequest(req, &q) {
-		return
-	}
+func badRequest(err error) error { return fmt.Errorf("%w: %v", registryapi.ErrBadRequest, err) }
+
+// List answers a page of the caller's devices. The registry is itself a
+// registryapi.Querier, so a c2c-api in the same process skips NATS.
+func (r *Registry) List(_ context.Context, q registryapi.ListRequest) (*registryapi.ListResponse, error) {
 	if q.Skip < 0 || q.Limit < 0 {
-		_ = req.Error(registryapi.CodeBadRequest, "skip and limit must not be negative", nil)
-		return
+		return nil, badRequest(errors.New("skip and limit must not be negative"))
 	}
 	filter, err := odata.ParseFilter(q.Filter, registryapi.DeviceFields)
 	if err != nil {
-		_ = req.Error(registryapi.CodeBadRequest, err.Error(), nil)
-		return
+		return nil, badRequest(err)
 	}
 	order, err := odata.ParseOrderBy(q.OrderBy, registryapi.DeviceFields)
 	if err != nil {
-		_ = req.Error(registryapi.CodeBadRequest, err.Error(), nil)
-		return
+		return nil, badRequest(err)
 	}
 	r.mu.RLock()
+	defer r.mu.RUnlock()
 	all, err := r.idx.list(q.Caller, filter, order)
 	if err != nil {
-		r.mu.RUnlock()
-		_ = req.Error(registryapi.CodeBadRequest, err.Error(), nil)
-		return
+		return nil, badRequest(err)
 	}
 	page := all[min(q.Skip, len(all)):]
 	if q.Limit > 0 && len(page) > q.Limit {
@@ -294,8 +306,7 @@ func (r *Registry) serveList(req micro.Request) {
 			r.idx.devices[page[i].DeviceID].withContent(&page[i])
 		}
 	}
-	r.mu.RUnlock()
-	_ = req.RespondJSON(registryapi.ListResponse{Total: len(all), Devices: page})
+	return &registryapi.ListResponse{Total: len(all), Devices: page}, nil
 }
 
 // lookup returns a device the caller may see; a device of someone else is
@@ -308,52 +319,37 @@ func (r *Registry) lookup(c registryapi.Caller, deviceID string) *device {
 	return d
 }
 
-func (r *Registry) serveGet(req micro.Request) {
-	var q registryapi.GetRequest
-	if !decodeRequest(req, &q) {
-		return
-	}
+// Get answers one device the caller may see.
+func (r *Registry) Get(_ context.Context, q registryapi.GetRequest) (*registryapi.Device, error) {
 	r.mu.RLock()
+	defer r.mu.RUnlock()
 	d := r.lookup(q.Caller, q.DeviceID)
-	var v registryapi.Device
-	if d != nil {
-		v = d.view()
-		if q.WithContent {
-			d.withContent(&v)
-		}
-	}
-	r.mu.RUnlock()
 	if d == nil {
-		_ = req.Error(registryapi.CodeNotFound, "device not found", nil)
-		return
+		return nil, fmt.Errorf("%w: device not found", registryapi.ErrNotFound)
 	}
-	_ = req.RespondJSON(v)
+	v := d.view()
+	if q.WithContent {
+		d.withContent(&v)
+	}
+	return &v, nil
 }
 
-func (r *Registry) serveResource(req micro.Request) {
-	var q registryapi.ResourceRequest
-	if !decodeRequest(req, &q) {
-		return
-	}
+// Resource answers the twin content of a published resource.
+func (r *Registry) Resource(_ context.Context, q registryapi.ResourceRequest) (*registryapi.Resource, error) {
 	r.mu.RLock()
+	defer r.mu.RUnlock()
 	d := r.lookup(q.Caller, q.DeviceID)
-	var res *registryapi.Resource
-	published := false
-	if d != nil {
-		published = slices.ContainsFunc(d.doc.Links, func(l ocf.Link) bool { return l.Href == q.Href })
-		if t := d.twin[q.Href]; t != nil && published {
-			res = &registryapi.Resource{DeviceID: q.DeviceID, Href: q.Href, Sequence: t.Sequence, Time: t.Time, Status: t.Status, ContentType: t.ContentType, Content: t.Content}
-		}
+	if d == nil {
+		return nil, fmt.Errorf("%w: device not found", registryapi.ErrNotFound)
 	}
-	r.mu.RUnlock()
-	switch {
-	case d == nil:
-		_ = req.Error(registryapi.CodeNotFound, "device not found", nil)
-	case !published:
-		_ = req.Error(registryapi.CodeNotFound, "resource not published", nil)
-	case res == nil:
-		_ = req.Error(registryapi.CodeNotFound, "resource content not yet known", nil)
-	default:
-		_ = req.RespondJSON(res)
+	if !slices.ContainsFunc(d.doc.Links, func(l ocf.Link) bool { return l.Href == q.Href }) {
+		return nil, fmt.Errorf("%w: resource not published", registryapi.ErrNotFound)
 	}
+	t := d.twin[q.Href]
+	if t == nil {
+		return nil, fmt.Errorf("%w: resource content not yet known", registryapi.ErrNotFound)
+	}
+	// Content is never modified in place (a new twin value replaces it), so
+	// the answer may share it.
+	return &registryapi.Resource{DeviceID: q.DeviceID, Href: q.Href, Sequence: t.Sequence, Time: t.Time, Status: t.Status, ContentType: t.ContentType, Content: t.Content}, nil
 }

@@ -60,6 +60,9 @@ type Config struct {
 	Database      string // default "ocfcloud"
 	AdminPassword string
 	Services      []string // default AllServices
+	// RegistryOverNATS makes an in-process c2c-api query the registry over
+	// NATS as a separate process would (benchmarks, tests of that path).
+	RegistryOverNATS bool
 	// CORSOrigins may call the HTTP API from a browser ("*" for any).
 	CORSOrigins []string
 	// GatewayLimits bound the CoAP gateway (connections, message size,
@@ -207,7 +210,7 @@ func New(ctx context.Context, cfg Config) (_ *Cloud, err error) {
 	if authzURL == "" {
 		authzURL = localURL
 	}
-	verifier := auth.NewVerifier(context.Background(), c.publicURL, authzURL+"/.well-known/jwks.json", nil)
+	verifier := auth.NewVerifier(context.Background(), c.publicURL, authzURL+"/.well-known/jwks.json", nil, auth.WithRevocations(c.nc, db))
 
 	mux := http.NewServeMux()
 	coapPort, coapsPort := portOf(cfg.CoAPAddr), portOf(cfg.CoAPSAddr)
@@ -258,6 +261,8 @@ func New(ctx context.Context, cfg Config) (_ *Cloud, err error) {
 			JWKSURL:       authzURL + "/.well-known/jwks.json",
 			AdminPassword: cfg.AdminPassword,
 			Logger:        cfg.Logger,
+			NATS:          c.nc,
+			Verifier:      verifier,
 			Onboarding: authz.OnboardingInfo{
 				APN:        "ocfcloud",
 				CIS:        "coap+tcp://" + net.JoinHostPort(publicHost, coapPort),
@@ -278,7 +283,11 @@ func New(ctx context.Context, cfg Config) (_ *Cloud, err error) {
 		c.closers = append(c.closers, c.registry.Close)
 	}
 	if c.has(ServiceC2C) {
-		if c.c2c, err = c2capi.New(c2capi.Config{Verifier: verifier, NATS: c.nc, Logger: cfg.Logger}); err != nil {
+		c2cCfg := c2capi.Config{Verifier: verifier, NATS: c.nc, Logger: cfg.Logger}
+		if c.registry != nil && !cfg.RegistryOverNATS {
+			c2cCfg.Registry = c.registry // same process: no network hop
+		}
+		if c.c2c, err = c2capi.New(c2cCfg); err != nil {
 			return nil, fmt.Errorf("c2c-api: %w", err)
 		}
 		c.c2c.Register(mux)

@@ -107,6 +107,16 @@ type Resource struct {
 	Content     []byte    `json:"content"`
 }
 
+// Querier answers registry queries. Client does it over NATS; a registry in
+// the same process implements it directly.
+type Querier interface {
+	List(ctx context.Context, req ListRequest) (*ListResponse, error)
+	Get(ctx context.Context, req GetRequest) (*Device, error)
+	Resource(ctx context.Context, req ResourceRequest) (*Resource, error)
+}
+
+var _ Querier = (*Client)(nil)
+
 // Client queries the registry over NATS.
 type Client struct {
 	nc *nats.Conn

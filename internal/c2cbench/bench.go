@@ -1,0 +1,200 @@
+package c2cbench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/ocfcloud/ocfcloud/internal/cloud"
+	"github.com/ocfcloud/ocfcloud/internal/devicesim"
+	"github.com/ocfcloud/ocfcloud/internal/loadgen"
+)
+
+// Options configure a benchmark run.
+type Options struct {
+	Workers  int           // concurrent HTTP clients; default 64
+	Duration time.Duration // per measured run; default 5 s
+	// LiveRate is the offered rate of the latency run for live updates;
+	// default 2,500/s.
+	LiveRate float64
+}
+
+const adminPassword = "bench-admin-secret"
+
+// Run starts a cloud in a temporary directory, onboards one simulated
+// device and prints a Markdown table of the measurements to out.
+func Run(ctx context.Context, o Options, out io.Writer) error {
+	if o.Workers <= 0 {
+		o.Workers = 64
+	}
+	if o.Duration <= 0 {
+		o.Duration = 5 * time.Second
+	}
+	if o.LiveRate <= 0 {
+		o.LiveRate = 2500
+	}
+	dir, err := os.MkdirTemp("", "ocfcloud-bench-c2c-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	c, err := cloud.New(ctx, cloud.Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", CoAPAddr: "127.0.0.1:0", CoAPSAddr: "-", AdminPassword: adminPassword, Logger: quiet})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	base := "http://" + c.HTTPAddr()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: o.Workers * 2, MaxIdleConns: o.Workers * 4, DisableCompression: true}}
+
+	fmt.Fprintf(out, "setting up: cloud on %s, one simulated device\n", base)
+	token, err := passwordToken(client, base)
+	if err != nil {
+		return err
+	}
+	code, err := onboardingCode(client, base, token)
+	if err != nil {
+		return err
+	}
+	dev, err := devicesim.New(devicesim.Config{CIS: code.CIS, AccessToken: code.AT, Logger: quiet})
+	if err != nil {
+		return err
+	}
+	dctx, stopDevice := context.WithCancel(ctx)
+	defer stopDevice()
+	go func() { _ = dev.Run(dctx) }()
+	select {
+	case <-dev.Ready():
+	case <-time.After(30 * time.Second):
+		return fmt.Errorf("simulated device not onboarded after 30 s")
+	}
+	twinURL := base + "/api/v1/devices/" + dev.DeviceID() + "/light/1"
+	var twin []byte
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		status, body, err := call(ctx, client, http.MethodGet, twinURL, token, nil)
+		if err == nil && status == http.StatusOK {
+			twin = body
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("twin not readable after 30 s: %d %v", status, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	// The ceiling: a bare handler answering the same bytes, same transport.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	bare := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(twin)
+	})}
+	go func() { _ = bare.Serve(ln) }()
+	defer bare.Close()
+	bareURL := "http://" + ln.Addr().String() + "/"
+
+	expect := func(want int, method, u string, body []byte) func(context.Context, int) error {
+		return func(ctx context.Context, _ int) error {
+			status, b, err := call(ctx, client, method, u, token, body)
+			if err != nil {
+				return err
+			}
+			if status != want {
+				return fmt.Errorf("%s %s: %d %s", method, u, status, b)
+			}
+			return nil
+		}
+	}
+	lo := loadgen.Options{Workers: o.Workers, Duration: o.Duration}
+	fmt.Fprintf(out, "measuring: %d workers, %s per run\n", o.Workers, o.Duration)
+	bareRes := loadgen.Run(ctx, lo, expect(http.StatusOK, http.MethodGet, bareURL, nil))
+	twinRes := loadgen.Run(ctx, lo, expect(http.StatusOK, http.MethodGet, twinURL, nil))
+	half := twinRes.PerSecond() / 2
+	halfRes := loadgen.Run(ctx, loadgen.Options{Workers: o.Workers, Duration: o.Duration, Rate: half}, expect(http.StatusOK, http.MethodGet, twinURL, nil))
+	update := []byte(`{"power":5}`)
+	liveRes := loadgen.Run(ctx, lo, expect(http.StatusOK, http.MethodPost, twinURL, update))
+	liveRateRes := loadgen.Run(ctx, loadgen.Options{Workers: o.Workers, Duration: o.Duration, Rate: o.LiveRate}, expect(http.StatusOK, http.MethodPost, twinURL, update))
+
+	fmt.Fprintf(out, "\nmachine: %d CPUs, %s/%s, %s; load generator in the same process\n\n", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version())
+	loadgen.WriteTable(out, []loadgen.Row{
+		{Name: "bare net/http, same bytes (ceiling)", Result: bareRes},
+		{Name: "twin read GET /api/v1/devices/{id}/light/1", Result: twinRes, Note: fmt.Sprintf("%.0f %% of ceiling (target ≥ 50 %%)", 100*twinRes.PerSecond()/bareRes.PerSecond())},
+		{Name: fmt.Sprintf("twin read at half load (%.0f/s offered)", half), Result: halfRes, Note: "target p99 ≤ 5 ms"},
+		{Name: "live POST through gateway and device", Result: liveRes, Note: "target ≥ 5,000/s"},
+		{Name: fmt.Sprintf("live POST at %.0f/s offered", o.LiveRate), Result: liveRateRes, Note: "target p99 ≤ 10 ms"},
+	})
+	for _, r := range []loadgen.Result{bareRes, twinRes, halfRes, liveRes, liveRateRes} {
+		if r.FirstError != nil {
+			fmt.Fprintf(out, "\nfirst error: %v\n", r.FirstError)
+			break
+		}
+	}
+	return nil
+}
+
+func call(ctx context.Context, c *http.Client, method, u, token string, body []byte) (int, []byte, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return 0, nil, err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
+}
+
+func passwordToken(c *http.Client, base string) (string, error) {
+	form := url.Values{"grant_type": {"password"}, "client_id": {"ocfcloud-cli"}, "username": {"admin"}, "password": {adminPassword}}
+	resp, err := c.Post(base+"/oauth/token", "application/x-www-form-urlencoded", strings.NewReader(form.Encode()))
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var t struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&t); err != nil || t.AccessToken == "" {
+		return "", fmt.Errorf("password grant: status %d", resp.StatusCode)
+	}
+	return t.AccessToken, nil
+}
+
+type code struct{ CIS, AT string }
+
+func onboardingCode(c *http.Client, base, token string) (*code, error) {
+	status, body, err := call(context.Background(), c, http.MethodPost, base+"/api/v1/onboarding-codes", token, nil)
+	if err != nil {
+		return nil, err
+	}
+	if status != http.StatusCreated && status != http.StatusOK {
+		return nil, fmt.Errorf("onboarding code: %d %s", status, body)
+	}
+	var out code
+	return &out, json.Unmarshal(body, &out)
+}
