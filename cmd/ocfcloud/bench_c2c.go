@@ -22,5 +22,6 @@ func benchC2CCmd() *cobra.Command {
 	cmd.Flags().IntVar(&o.Workers, "workers", 64, "concurrent HTTP clients")
 	cmd.Flags().DurationVar(&o.Duration, "duration", 5*time.Second, "length of each measured run")
 	cmd.Flags().Float64Var(&o.LiveRate, "live-rate", 2500, "offered rate of the live-update latency run (per second)")
+	cmd.Flags().IntVar(&o.Devices, "devices", 16, "simulated devices that live updates are spread over")
 	return cmd
 }
