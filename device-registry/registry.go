@@ -19,6 +19,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/ocfcloud/ocfcloud/internal/events"
+	"github.com/ocfcloud/ocfcloud/internal/leases"
 	"github.com/ocfcloud/ocfcloud/internal/ocf"
 	"github.com/ocfcloud/ocfcloud/internal/odata"
 	"github.com/ocfcloud/ocfcloud/internal/registryapi"
@@ -35,6 +36,13 @@ type Config struct {
 	Consumer string
 	// KVReplicas is the replica count of the twin and online buckets.
 	KVReplicas int
+	// LeaseTTL is the gateway lease lifetime (as the gateways use it);
+	// default leases.DefaultTTL. Devices of a gateway whose lease expired
+	// are marked offline within LeaseTTL plus one sweep.
+	LeaseTTL time.Duration
+	// SweepEvery is how often leases are checked; default LeaseTTL/3.
+	SweepEvery time.Duration
+	Now        func() time.Time
 }
 
 // Registry consumes device events and answers queries.
@@ -49,6 +57,12 @@ type Registry struct {
 	cc    jetstream.ConsumeContext
 	svc   micro.Service
 	ready atomic.Bool
+
+	leases    jetstream.KeyValue
+	pub       *events.Publisher
+	seq       *events.Sequencer
+	stopSweep context.CancelFunc
+	sweepDone chan struct{}
 }
 
 // New loads the registry's state, starts consuming events and serving queries.
@@ -76,7 +90,21 @@ func New(ctx context.Context, cfg Config) (*Registry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
 	}
-	r := &Registry{cfg: cfg, log: cfg.Logger.With("service", "device-registry"), store: st, idx: idx}
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = leases.DefaultTTL
+	}
+	if cfg.SweepEvery <= 0 {
+		cfg.SweepEvery = cfg.LeaseTTL / 3
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	leaseKV, err := leases.Open(ctx, js, cfg.LeaseTTL, cfg.KVReplicas, cfg.Stream.Memory)
+	if err != nil {
+		return nil, fmt.Errorf("registry: %w", err)
+	}
+	r := &Registry{cfg: cfg, log: cfg.Logger.With("service", "device-registry"), store: st, idx: idx,
+		leases: leaseKV, pub: events.NewPublisher(js), seq: events.NewSequencer(cfg.Now), sweepDone: make(chan struct{})}
 	r.log.Info("registry state loaded", "devices", len(idx.devices), "took", time.Since(started))
 
 	cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
@@ -97,6 +125,9 @@ func New(ctx context.Context, cfg Config) (*Registry, error) {
 		_ = r.svc.Stop()
 		return nil, fmt.Errorf("registry consume: %w", err)
 	}
+	sweepCtx, stop := context.WithCancel(context.Background())
+	r.stopSweep = stop
+	go r.sweepLoop(sweepCtx)
 	r.ready.Store(true)
 	return r, nil
 }
@@ -107,6 +138,10 @@ func (r *Registry) Ready() bool { return r.ready.Load() && r.cfg.NATS.IsConnecte
 // Close stops consuming and serving.
 func (r *Registry) Close() {
 	r.ready.Store(false)
+	if r.stopSweep != nil {
+		r.stopSweep()
+		<-r.sweepDone
+	}
 	if r.cc != nil {
 		r.cc.Drain()
 		<-r.cc.Closed()
@@ -205,6 +240,12 @@ func (r *Registry) apply(ctx context.Context, e *events.Envelope) error {
 			}
 		}
 		v := onlineValue{Online: e.Type == events.DeviceOnline, Since: e.Time, Sequence: e.Sequence}
+		if v.Online && len(e.Content) > 0 {
+			var c events.OnlineContent
+			if json.Unmarshal(e.Content, &c) == nil {
+				v.Gateway = c.Gateway
+			}
+		}
 		if err := r.store.saveOnline(ctx, e.DeviceID, &v); err != nil {
 			return err
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ocfcloud/ocfcloud/internal/events"
+	"github.com/ocfcloud/ocfcloud/internal/leases"
 	"github.com/ocfcloud/ocfcloud/internal/ocf"
 	"github.com/ocfcloud/ocfcloud/internal/platform"
 	"github.com/ocfcloud/ocfcloud/internal/registryapi"
@@ -142,4 +143,49 @@ func TestMalformedQueryIsBadRequest(t *testing.T) {
 	if msg.Header.Get("Nats-Service-Error-Code") != registryapi.CodeBadRequest {
 		t.Fatalf("headers %v", msg.Header)
 	}
+}
+
+func TestDevicesOfALostGatewayGoOffline(t *testing.T) {
+	h, _ := newHarness(t)
+	js, _ := jetstream.New(h.nc)
+	ctx := context.Background()
+	r, err := New(ctx, Config{NATS: h.nc, DB: platform.TestMongo(t), LeaseTTL: time.Second, SweepEvery: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	kv, err := leases.Open(ctx, js, time.Second, 1, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// gw-live keeps renewing; gw-crashed wrote its lease once and died.
+	keepCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	if _, err := leases.Keep(keepCtx, kv, "gw-live", time.Second, r.log); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.PutString(ctx, "gw-crashed", "x"); err != nil {
+		t.Fatal(err)
+	}
+	online := func(di, gw string) {
+		c, _ := json.Marshal(events.OnlineContent{Gateway: gw})
+		h.publish(&events.Envelope{DeviceID: di, Owner: "u", Type: events.DeviceOnline, ContentType: events.ContentTypeJSON, Content: c})
+	}
+	online("dev-a", "gw-crashed")
+	online("dev-b", "gw-crashed")
+	online("dev-c", "gw-live")
+	admin := registryapi.Caller{Admin: true}
+	isOnline := func(di string) bool {
+		d, err := h.cli.Get(ctx, registryapi.GetRequest{Caller: admin, DeviceID: di})
+		return err == nil && d.Online
+	}
+	h.waitFor("devices of the crashed gateway offline", func() bool {
+		return !isOnline("dev-a") && !isOnline("dev-b")
+	})
+	if !isOnline("dev-c") {
+		t.Fatal("device of the live gateway went offline")
+	}
+	// A device that reconnects through a live gateway is online again.
+	online("dev-a", "gw-live")
+	h.waitFor("dev-a back online", func() bool { return isOnline("dev-a") })
 }

@@ -41,6 +41,9 @@ type onlineValue struct {
 	Online   bool      `json:"online"`
 	Since    time.Time `json:"since"`
 	Sequence uint64    `json:"seq"`
+	// Gateway is the instance holding the connection; its lease keeps the
+	// device online.
+	Gateway string `json:"gateway,omitempty"`
 }
 
 const (

@@ -13,3 +13,16 @@ type ResourcesPublishedContent struct {
 type ResourcesUnpublishedContent struct {
 	Hrefs []string `json:"hrefs"`
 }
+
+// OnlineContent is the JSON content of a device_online event: the gateway
+// instance holding the connection, whose lease keeps the device online.
+type OnlineContent struct {
+	Gateway string `json:"gateway"`
+}
+
+// OfflineContent is the JSON content of a device_offline event.
+type OfflineContent struct {
+	// Reason is "disconnected", "signed_out", "token_expired" or
+	// "gateway_lost" (the gateway's lease expired).
+	Reason string `json:"reason,omitempty"`
+}
