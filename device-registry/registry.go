@@ -43,6 +43,9 @@ type Config struct {
 	// SweepEvery is how often leases are checked; default LeaseTTL/3.
 	SweepEvery time.Duration
 	Now        func() time.Time
+	// OnApplied, if set, is called after each event is durable and visible
+	// (benchmarks measure latency with it). It must not block.
+	OnApplied func(*events.Envelope)
 }
 
 // Registry consumes device events and answers queries.
@@ -63,6 +66,9 @@ type Registry struct {
 	seq       *events.Sequencer
 	stopSweep context.CancelFunc
 	sweepDone chan struct{}
+
+	inbox     chan jetstream.Msg
+	applyDone chan struct{}
 }
 
 // New loads the registry's state, starts consuming events and serving queries.
@@ -104,7 +110,9 @@ func New(ctx context.Context, cfg Config) (*Registry, error) {
 		return nil, fmt.Errorf("registry: %w", err)
 	}
 	r := &Registry{cfg: cfg, log: cfg.Logger.With("service", "device-registry"), store: st, idx: idx,
-		leases: leaseKV, pub: events.NewPublisher(js), seq: events.NewSequencer(cfg.Now), sweepDone: make(chan struct{})}
+		leases: leaseKV, pub: events.NewPublisher(js), seq: events.NewSequencer(cfg.Now), sweepDone: make(chan struct{}),
+		inbox: make(chan jetstream.Msg, 2*maxBatch), applyDone: make(chan struct{})}
+	go r.applyLoop()
 	r.log.Info("registry state loaded", "devices", len(idx.devices), "took", time.Since(started))
 
 	cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
@@ -146,26 +154,178 @@ func (r *Registry) Close() {
 		r.cc.Drain()
 		<-r.cc.Closed()
 	}
+	close(r.inbox)
+	<-r.applyDone
 	if r.svc != nil {
 		_ = r.svc.Stop()
 	}
 }
 
-func (r *Registry) handleMsg(msg jetstream.Msg) {
-	e, err := events.Decode(msg.Data())
-	if err != nil {
-		r.log.Warn("dropping malformed event", "subject", msg.Subject(), "err", err)
-		_ = msg.Term()
-		return
+// handleMsg hands a message to the apply loop; Consume calls it serially.
+func (r *Registry) handleMsg(msg jetstream.Msg) { r.inbox <- msg }
+
+// maxBatch bounds how many events one apply round handles.
+const maxBatch = 512
+
+// applyLoop applies events in batches: whatever has arrived while the last
+// batch was written goes into the next one, so a busy registry writes many
+// twin updates per round trip and an idle one still applies each event at
+// once.
+func (r *Registry) applyLoop() {
+	defer close(r.applyDone)
+	for msg := range r.inbox {
+		batch := []jetstream.Msg{msg}
+	more:
+		for len(batch) < maxBatch {
+			select {
+			case m, ok := <-r.inbox:
+				if !ok {
+					break more
+				}
+				batch = append(batch, m)
+			default:
+				break more
+			}
+		}
+		r.applyBatch(batch)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+}
+
+// pendingTwin is the newest content of one resource within a batch.
+type pendingTwin struct {
+	e    *events.Envelope
+	msgs []jetstream.Msg
+	all  []*events.Envelope
+}
+
+func (r *Registry) applyBatch(batch []jetstream.Msg) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := r.apply(ctx, e); err != nil {
-		r.log.Error("apply event", "device_id", e.DeviceID, "type", e.Type, "err", err)
-		_ = msg.NakWithDelay(time.Second)
-		return
+	pending := map[string]*pendingTwin{}
+	var order []string
+	flush := func() {
+		if len(order) > 0 {
+			r.flushTwins(ctx, pending, order)
+			pending, order = map[string]*pendingTwin{}, nil
+		}
 	}
-	_ = msg.Ack()
+	for _, msg := range batch {
+		e, err := events.Decode(msg.Data())
+		if err != nil {
+			r.log.Warn("dropping malformed event", "subject", msg.Subject(), "err", err)
+			_ = msg.Term()
+			continue
+		}
+		if e.Type == events.ResourceChanged && e.Href != "" && r.known(e.DeviceID) {
+			key := twinKey(e.DeviceID, e.Href)
+			p := pending[key]
+			if p == nil {
+				p = &pendingTwin{e: e}
+				pending[key] = p
+				order = append(order, key)
+			} else if e.Sequence > p.e.Sequence {
+				p.e = e
+			}
+			p.msgs = append(p.msgs, msg)
+			p.all = append(p.all, e)
+			continue
+		}
+		// Anything else is applied on its own, after the twin writes before it.
+		flush()
+		if err := r.apply(ctx, e); err != nil {
+			r.log.Error("apply event", "device_id", e.DeviceID, "type", e.Type, "err", err)
+			_ = msg.NakWithDelay(time.Second)
+			continue
+		}
+		_ = msg.Ack()
+		r.applied(e)
+	}
+	flush()
+}
+
+func (r *Registry) applied(e *events.Envelope) {
+	if r.cfg.OnApplied != nil {
+		r.cfg.OnApplied(e)
+	}
+}
+
+func (r *Registry) known(deviceID string) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.idx.devices[deviceID] != nil
+}
+
+// flushTwins writes the newest content of each resource in one round of
+// asynchronous KV writes, then makes it visible and acks every event it
+// covers. Only the apply loop writes, so what it read stays current.
+func (r *Registry) flushTwins(ctx context.Context, pending map[string]*pendingTwin, order []string) {
+	type write struct {
+		key string
+		p   *pendingTwin
+		v   *twinValue
+		f   jetstream.PubAckFuture
+	}
+	var writes []write
+	r.mu.RLock()
+	for _, key := range order {
+		p := pending[key]
+		d := r.idx.devices[p.e.DeviceID]
+		if d == nil {
+			continue
+		}
+		if t := d.twin[p.e.Href]; t != nil && p.e.Sequence <= t.Sequence {
+			continue // older than what is stored: nothing to write
+		}
+		writes = append(writes, write{key: key, p: p, v: &twinValue{Sequence: p.e.Sequence, Time: p.e.Time, Status: p.e.Status, ContentType: p.e.ContentType, Content: p.e.Content}})
+	}
+	r.mu.RUnlock()
+	failed := map[string]bool{}
+	for i := range writes {
+		f, err := r.store.putTwinAsync(writes[i].key, writes[i].v)
+		if err != nil {
+			failed[writes[i].key] = true
+			continue
+		}
+		writes[i].f = f
+	}
+	for _, w := range writes {
+		if w.f == nil {
+			continue
+		}
+		select {
+		case <-w.f.Ok():
+		case err := <-w.f.Err():
+			r.log.Error("save twin", "device_id", w.p.e.DeviceID, "href", w.p.e.Href, "err", err)
+			failed[w.key] = true
+		case <-ctx.Done():
+			failed[w.key] = true
+		}
+	}
+	r.mu.Lock()
+	for _, w := range writes {
+		if failed[w.key] {
+			continue
+		}
+		if d := r.idx.devices[w.p.e.DeviceID]; d != nil {
+			d.twin[w.p.e.Href] = w.v
+		}
+	}
+	r.mu.Unlock()
+	for _, key := range order {
+		p := pending[key]
+		for _, m := range p.msgs {
+			if failed[key] {
+				_ = m.NakWithDelay(time.Second)
+			} else {
+				_ = m.Ack()
+			}
+		}
+		if !failed[key] {
+			for _, e := range p.all {
+				r.applied(e)
+			}
+		}
+	}
 }
 
 // apply makes the event's change durable and then visible. Events older than
@@ -186,7 +346,8 @@ func (r *Registry) apply(ctx context.Context, e *events.Envelope) error {
 		delete(r.idx.devices, e.DeviceID)
 		return nil
 	}
-	if d == nil {
+	isNew := d == nil
+	if isNew {
 		// Any event of an unknown device registers it with the event's owner,
 		// so a consumer that starts mid-stream still sees the device.
 		d = &device{doc: deviceDoc{ID: e.DeviceID, Owner: e.Owner, RegisteredAt: e.Time}, twin: map[string]*twinValue{}}
@@ -234,7 +395,7 @@ func (r *Registry) apply(ctx context.Context, e *events.Envelope) error {
 		if e.Sequence <= d.online.Sequence {
 			return nil
 		}
-		if d.doc.RegisteredSeq == 0 && d.doc.LinksSeq == 0 {
+		if isNew {
 			if err := r.store.saveDevice(ctx, &d.doc); err != nil {
 				return err
 			}
@@ -256,6 +417,11 @@ func (r *Registry) apply(ctx context.Context, e *events.Envelope) error {
 		}
 		if t := d.twin[e.Href]; t != nil && e.Sequence <= t.Sequence {
 			return nil
+		}
+		if isNew {
+			if err := r.store.saveDevice(ctx, &d.doc); err != nil {
+				return err
+			}
 		}
 		v := &twinValue{Sequence: e.Sequence, Time: e.Time, Status: e.Status, ContentType: e.ContentType, Content: e.Content}
 		if err := r.store.saveTwin(ctx, e.DeviceID, e.Href, v); err != nil {

@@ -54,6 +54,7 @@ const (
 
 // store is the durable home of registry state.
 type store struct {
+	js      jetstream.JetStream
 	devices *mongo.Collection
 	twin    jetstream.KeyValue
 	online  jetstream.KeyValue
@@ -81,7 +82,7 @@ func openStore(ctx context.Context, db *mongo.Database, js jetstream.JetStream, 
 	if err != nil {
 		return nil, fmt.Errorf("online bucket: %w", err)
 	}
-	return &store{devices: coll, twin: twin, online: online}, nil
+	return &store{js: js, devices: coll, twin: twin, online: online}, nil
 }
 
 // twinKey is "<di>.<base64url(href)>": hrefs may hold characters that KV keys
@@ -131,6 +132,13 @@ func (s *store) saveTwin(ctx context.Context, deviceID, href string, v *twinValu
 		return fmt.Errorf("save twin %s%s: %w", deviceID, href, err)
 	}
 	return nil
+}
+
+// putTwinAsync writes a twin value without waiting: a KV put is a publish
+// on the bucket's subject, so many can be in flight at once.
+func (s *store) putTwinAsync(key string, v *twinValue) (jetstream.PubAckFuture, error) {
+	data, _ := json.Marshal(v)
+	return s.js.PublishAsync("$KV."+twinBucket+"."+key, data)
 }
 
 func (s *store) saveOnline(ctx context.Context, deviceID string, v *onlineValue) error {
