@@ -69,6 +69,7 @@ type Registry struct {
 
 	inbox     chan jetstream.Msg
 	applyDone chan struct{}
+	closeOnce sync.Once
 }
 
 // New loads the registry's state, starts consuming events and serving queries.
@@ -143,8 +144,10 @@ func New(ctx context.Context, cfg Config) (*Registry, error) {
 // Ready reports whether the registry consumes and serves.
 func (r *Registry) Ready() bool { return r.ready.Load() && r.cfg.NATS.IsConnected() }
 
-// Close stops consuming and serving.
-func (r *Registry) Close() {
+// Close stops consuming and serving; it may be called more than once.
+func (r *Registry) Close() { r.closeOnce.Do(r.close) }
+
+func (r *Registry) close() {
 	r.ready.Store(false)
 	if r.stopSweep != nil {
 		r.stopSweep()

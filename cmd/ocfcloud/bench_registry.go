@@ -20,5 +20,6 @@ func benchRegistryCmd() *cobra.Command {
 	cmd.Flags().IntVar(&o.Devices, "devices", 1000, "devices the events are spread over")
 	cmd.Flags().IntVar(&o.Events, "events", 100000, "events in the throughput run")
 	cmd.Flags().Float64Var(&o.Rate, "rate", 2000, "offered events/s of the latency run")
+	cmd.Flags().IntVar(&o.StartupDevices, "startup-devices", 100000, "registry size for the start-up run (-1 skips it)")
 	return cmd
 }
