@@ -179,6 +179,9 @@ func TestDevicesOfALostGatewayGoOffline(t *testing.T) {
 		d, err := h.cli.Get(ctx, registryapi.GetRequest{Caller: admin, DeviceID: di})
 		return err == nil && d.Online
 	}
+	h.waitFor("all three devices online", func() bool {
+		return isOnline("dev-a") && isOnline("dev-b") && isOnline("dev-c")
+	})
 	h.waitFor("devices of the crashed gateway offline", func() bool {
 		return !isOnline("dev-a") && !isOnline("dev-b")
 	})

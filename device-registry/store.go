@@ -13,6 +13,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/ocfcloud/ocfcloud/internal/ocf"
 )
@@ -149,51 +150,70 @@ func (s *store) saveOnline(ctx context.Context, deviceID string, v *onlineValue)
 	return nil
 }
 
-// load reads every durable record into a fresh index.
+// load reads every durable record into a fresh index. The database and the
+// two buckets are read at the same time; start-up takes as long as the
+// slowest of them.
 func (s *store) load(ctx context.Context) (*index, error) {
 	idx := newIndex()
-	cur, err := s.devices.Find(ctx, bson.M{})
-	if err != nil {
-		return nil, fmt.Errorf("load devices: %w", err)
-	}
-	defer cur.Close(ctx)
-	for cur.Next(ctx) {
-		var d deviceDoc
-		if err := cur.Decode(&d); err != nil {
-			return nil, fmt.Errorf("load devices: %w", err)
-		}
-		idx.devices[d.ID] = &device{doc: d, twin: map[string]*twinValue{}}
-	}
-	if err := cur.Err(); err != nil {
-		return nil, fmt.Errorf("load devices: %w", err)
-	}
-	if err := loadBucket(ctx, s.twin, func(key string, data []byte) error {
-		di, href, err := parseTwinKey(key)
+	twins := map[string]map[string]*twinValue{}
+	online := map[string]onlineValue{}
+	var g errgroup.Group
+	g.Go(func() error {
+		cur, err := s.devices.Find(ctx, bson.M{}, options.Find().SetBatchSize(5000))
 		if err != nil {
-			return err
+			return fmt.Errorf("load devices: %w", err)
 		}
-		var v twinValue
-		if err := json.Unmarshal(data, &v); err != nil {
-			return fmt.Errorf("twin %s: %w", key, err)
+		defer cur.Close(ctx)
+		for cur.Next(ctx) {
+			var d deviceDoc
+			if err := cur.Decode(&d); err != nil {
+				return fmt.Errorf("load devices: %w", err)
+			}
+			idx.devices[d.ID] = &device{doc: d}
 		}
-		if d := idx.devices[di]; d != nil {
-			d.twin[href] = &v
+		if err := cur.Err(); err != nil {
+			return fmt.Errorf("load devices: %w", err)
 		}
 		return nil
-	}); err != nil {
+	})
+	g.Go(func() error {
+		return loadBucket(ctx, s.twin, func(key string, data []byte) error {
+			di, href, err := parseTwinKey(key)
+			if err != nil {
+				return err
+			}
+			var v twinValue
+			if err := json.Unmarshal(data, &v); err != nil {
+				return fmt.Errorf("twin %s: %w", key, err)
+			}
+			if twins[di] == nil {
+				twins[di] = map[string]*twinValue{}
+			}
+			twins[di][href] = &v
+			return nil
+		})
+	})
+	g.Go(func() error {
+		return loadBucket(ctx, s.online, func(key string, data []byte) error {
+			var v onlineValue
+			if err := json.Unmarshal(data, &v); err != nil {
+				return fmt.Errorf("online %s: %w", key, err)
+			}
+			online[key] = v
+			return nil
+		})
+	})
+	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	if err := loadBucket(ctx, s.online, func(key string, data []byte) error {
-		var v onlineValue
-		if err := json.Unmarshal(data, &v); err != nil {
-			return fmt.Errorf("online %s: %w", key, err)
+	// Twin and online entries of devices that have no document (deleted
+	// while the registry was down) are left out.
+	for di, d := range idx.devices {
+		d.twin = twins[di]
+		if d.twin == nil {
+			d.twin = map[string]*twinValue{}
 		}
-		if d := idx.devices[key]; d != nil {
-			d.online = v
-		}
-		return nil
-	}); err != nil {
-		return nil, err
+		d.online = online[di]
 	}
 	return idx, nil
 }
