@@ -60,6 +60,9 @@ type Config struct {
 	Database      string // default "ocfcloud"
 	AdminPassword string
 	Services      []string // default AllServices
+	// HTTPReadHeaderTimeout cuts off clients that do not finish their
+	// request headers (slowloris); default 10 s.
+	HTTPReadHeaderTimeout time.Duration
 	// RegistryOverNATS makes an in-process c2c-api query the registry over
 	// NATS as a separate process would (benchmarks, tests of that path).
 	RegistryOverNATS bool
@@ -72,7 +75,10 @@ type Config struct {
 	// DeviceCAFile is a PEM file of CA certificates that device identity
 	// certificates must chain to on coaps+tcp; default the dev CA.
 	DeviceCAFile string
-	Logger       *slog.Logger
+	// Webhooks configures event subscriptions and webhook delivery. Without
+	// a SecretsKey, the key is read from (or created in) <DataDir>/secrets.key.
+	Webhooks c2capi.WebhookConfig
+	Logger   *slog.Logger
 }
 
 // Validate reports every problem of the configuration at once.
@@ -112,6 +118,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Database == "" {
 		c.Database = "ocfcloud"
+	}
+	if c.HTTPReadHeaderTimeout <= 0 {
+		c.HTTPReadHeaderTimeout = 10 * time.Second
 	}
 	if len(c.Services) == 0 {
 		c.Services = AllServices
@@ -283,20 +292,27 @@ func New(ctx context.Context, cfg Config) (_ *Cloud, err error) {
 		c.closers = append(c.closers, c.registry.Close)
 	}
 	if c.has(ServiceC2C) {
-		c2cCfg := c2capi.Config{Verifier: verifier, NATS: c.nc, Logger: cfg.Logger}
+		c2cCfg := c2capi.Config{Verifier: verifier, NATS: c.nc, Logger: cfg.Logger, DB: db, Webhooks: cfg.Webhooks}
 		if c.registry != nil && !cfg.RegistryOverNATS {
 			c2cCfg.Registry = c.registry // same process: no network hop
+		}
+		if len(c2cCfg.Webhooks.SecretsKey) == 0 {
+			// Signing secrets are encrypted with a key kept out of the database.
+			if c2cCfg.Webhooks.SecretsKey, err = c2capi.LoadOrCreateSecretsKey(filepath.Join(cfg.DataDir, "secrets.key")); err != nil {
+				return nil, err
+			}
 		}
 		if c.c2c, err = c2capi.New(c2cCfg); err != nil {
 			return nil, fmt.Errorf("c2c-api: %w", err)
 		}
+		c.closers = append(c.closers, c.c2c.Close)
 		c.c2c.Register(mux)
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", c.serveReady)
 	c.httpSrv = &http.Server{
 		Handler:           httpx.WithRequestID(cfg.Logger, httpx.WithCORS(cfg.CORSOrigins, httpx.WithGzip(mux))),
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: cfg.HTTPReadHeaderTimeout,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
 		IdleTimeout:       120 * time.Second,
