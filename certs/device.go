@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
@@ -44,15 +43,9 @@ func (b *Bundle) SignDeviceCSR(csrPEM []byte, deviceID string, validity time.Dur
 	if err != nil {
 		return nil, fmt.Errorf("certs: sign device CSR for %s: %w", deviceID, err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: ocfUUIDPrefix + deviceID},
-		NotBefore:             now.Add(-backdate),
-		NotAfter:              notAfter,
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageKeyAgreement,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-	}
+	tmpl := ocfLeafTemplate(deviceID)
+	tmpl.SerialNumber = serial
+	tmpl.NotBefore, tmpl.NotAfter = now.Add(-backdate), notAfter
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, b.CACert, csr.PublicKey, b.CAKey)
 	if err != nil {
 		return nil, fmt.Errorf("certs: sign device CSR for %s: %w", deviceID, err)

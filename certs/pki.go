@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -55,16 +57,24 @@ type Options struct {
 	Now     func() time.Time
 }
 
-// Bundle is the loaded PKI. It is read-only after EnsureDev and safe for
-// concurrent use.
+// Bundle is the loaded PKI, safe for concurrent use. Its fields are
+// read-only after EnsureDev; only the certificate ServerTLSConfig presents
+// changes, when CurrentServerCert renews it.
 type Bundle struct {
 	CloudID    string
 	CACert     *x509.Certificate
 	CAKey      *ecdsa.PrivateKey
 	CAPEM      []byte
-	ServerCert tls.Certificate // leaf + CA chain
+	ServerCert tls.Certificate // leaf + CA chain, as loaded by EnsureDev
 
 	now func() time.Time
+	// Renewal while serving: the TLS configs read cur on each handshake and
+	// reissue the server certificate into dir when it nears expiry.
+	dir       string
+	sans      sanSet
+	mu        sync.Mutex // serialises renewals
+	cur       atomic.Pointer[tls.Certificate]
+	nextRetry time.Time // after a failed renewal; guarded by mu
 }
 
 // EnsureDev loads the PKI from o.Dir, generating whatever is missing: the
@@ -103,14 +113,18 @@ func EnsureDev(o Options) (*Bundle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("certs: %w", err)
 	}
-	return &Bundle{
+	b := &Bundle{
 		CloudID:    cloudID,
 		CACert:     caCert,
 		CAKey:      caKey,
 		CAPEM:      encodeCertPEM(caCert.Raw),
 		ServerCert: serverCert,
 		now:        o.Now,
-	}, nil
+		dir:        o.Dir,
+		sans:       sans,
+	}
+	b.cur.Store(&serverCert)
+	return b, nil
 }
 
 // ensureCloudID reconciles the configured cloud id with the persisted one and

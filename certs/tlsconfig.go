@@ -9,13 +9,17 @@ import (
 // server certificate (with the CA in its chain) and trusting device
 // certificates issued by the CA. Use tls.RequireAndVerifyClientCert for the
 // coaps+tcp listener (OCF mutual TLS) and tls.NoClientCert for HTTPS.
-// Each call returns a fresh config the caller may modify.
+// Each call returns a fresh config the caller may modify. The certificate is
+// chosen per handshake (CurrentServerCert), so it is renewed before expiry
+// without a restart.
 func (b *Bundle) ServerTLSConfig(clientAuth tls.ClientAuthType) *tls.Config {
 	return &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{b.ServerCert},
-		ClientCAs:    b.CAPool(),
-		ClientAuth:   clientAuth,
+		MinVersion: tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return b.CurrentServerCert(), nil
+		},
+		ClientCAs:  b.CAPool(),
+		ClientAuth: clientAuth,
 	}
 }
 

@@ -22,6 +22,7 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.AddCommand(serveCmd(), deviceSimCmd(), benchCmd(), versionCmd())
+	root.AddCommand(certsCmd())
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "ocfcloud:", err)
 		os.Exit(1)
