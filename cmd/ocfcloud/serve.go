@@ -56,6 +56,13 @@ func serveCmd() *cobra.Command {
 	f.StringVar(&cfg.Database, "database", "ocfcloud", "MongoDB database name")
 	f.StringVar(&cfg.AdminPassword, "admin-password", "", "password of user admin when it is created on first start (default: random, printed once)")
 	f.StringVar(&services, "services", "all", "comma-separated services to run: authz,device-registry,c2c-api,coap-gateway")
+	f.StringVar(&cfg.CloudID, "cloud-id", "", "the cloud's id (sid, a UUID); default generated once and kept in the data dir")
+	f.StringVar(&cfg.CACertFile, "ca-cert", "", "PEM CA bundle handed to devices as cloudCA (default: the dev CA)")
+	f.StringVar(&cfg.HTTPTLSCertFile, "tls-cert", "", "serve HTTPS with this certificate (PEM, leaf first)")
+	f.StringVar(&cfg.HTTPTLSKeyFile, "tls-key", "", "key of --tls-cert")
+	f.BoolVar(&cfg.HTTPTLS, "http-tls", false, "serve HTTPS with a certificate from the dev CA")
+	f.StringVar(&cfg.AdvertiseCIS, "cis", "", "coap+tcp:// URL put into onboarding codes (default from --public-host and --coap-addr)")
+	f.StringVar(&cfg.AdvertiseCISSecure, "cis-secure", "", "coaps+tcp:// URL put into onboarding codes")
 	f.StringSliceVar(&cfg.CORSOrigins, "cors-origins", nil, `origins allowed to call the HTTP API from a browser ("*" for any)`)
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd

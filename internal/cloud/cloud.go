@@ -3,6 +3,7 @@ package cloud
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/coreos/go-oidc/v3/oidc"
 	"github.com/nats-io/nats.go"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
@@ -60,6 +62,22 @@ type Config struct {
 	Database      string // default "ocfcloud"
 	AdminPassword string
 	Services      []string // default AllServices
+	// CloudID is the cloud's sid; default generated once and kept in
+	// <data-dir>/certs. Every process of one cloud must use the same.
+	CloudID string
+	// CACertFile is the PEM CA bundle handed to devices in onboarding codes
+	// (cloudCA); default the dev CA.
+	CACertFile string
+	// HTTPTLSCertFile and HTTPTLSKeyFile make the HTTP listener serve HTTPS
+	// with this certificate (re-read when the files change). HTTPTLS serves
+	// HTTPS with a certificate from the dev CA instead.
+	HTTPTLSCertFile string
+	HTTPTLSKeyFile  string
+	HTTPTLS         bool
+	// AdvertiseCIS and AdvertiseCISSecure override the device endpoints put
+	// into onboarding codes (e.g. a load balancer in front of the gateways).
+	AdvertiseCIS       string
+	AdvertiseCISSecure string
 	// HTTPReadHeaderTimeout cuts off clients that do not finish their
 	// request headers (slowloris); default 10 s.
 	HTTPReadHeaderTimeout time.Duration
@@ -99,6 +117,17 @@ func (c *Config) Validate() error {
 	}
 	if c.PublicURL != "" && !strings.HasPrefix(c.PublicURL, "http://") && !strings.HasPrefix(c.PublicURL, "https://") {
 		errs = append(errs, fmt.Errorf("public URL %q must start with http:// or https://", c.PublicURL))
+	}
+	if (c.HTTPTLSCertFile == "") != (c.HTTPTLSKeyFile == "") {
+		errs = append(errs, errors.New("--tls-cert and --tls-key go together"))
+	}
+	if c.HTTPTLS && c.HTTPTLSCertFile != "" {
+		errs = append(errs, errors.New("--http-tls uses a dev certificate; it cannot be combined with --tls-cert"))
+	}
+	for name, v := range map[string]string{"cis": c.AdvertiseCIS, "cis-secure": c.AdvertiseCISSecure} {
+		if v != "" && !strings.HasPrefix(v, "coap+tcp://") && !strings.HasPrefix(v, "coaps+tcp://") {
+			errs = append(errs, fmt.Errorf("--%s %q must be a coap+tcp:// or coaps+tcp:// URL", name, v))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -146,7 +175,9 @@ type Cloud struct {
 	gateway  *coapgateway.Gateway
 	nc       *nats.Conn
 	natsURL  string
-	mongo    *mongo.Client
+	// httpClient calls our own services; it trusts the cloud's CAs.
+	httpClient *http.Client
+	mongo      *mongo.Client
 }
 
 // New starts every configured service. On error everything started so far is
@@ -173,9 +204,29 @@ func New(ctx context.Context, cfg Config) (_ *Cloud, err error) {
 	if h := cfg.PublicHost; h != "" && !slices.Contains(hosts, h) {
 		hosts = append(hosts, h)
 	}
-	if c.Certs, err = certs.EnsureDev(certs.Options{Dir: filepath.Join(cfg.DataDir, "certs"), Hosts: hosts}); err != nil {
+	if c.Certs, err = certs.EnsureDev(certs.Options{Dir: filepath.Join(cfg.DataDir, "certs"), Hosts: hosts, CloudID: cfg.CloudID}); err != nil {
 		return nil, fmt.Errorf("certificates: %w", err)
 	}
+	cloudCA := c.Certs.CAPEM
+	trust, err := x509.SystemCertPool()
+	if err != nil || trust == nil {
+		trust = x509.NewCertPool()
+	}
+	trust.AppendCertsFromPEM(c.Certs.CAPEM)
+	if cfg.CACertFile != "" {
+		if _, err := certs.ReadCertificatesFile(cfg.CACertFile); err != nil {
+			return nil, fmt.Errorf("--ca-cert: %w", err)
+		}
+		if cloudCA, err = os.ReadFile(cfg.CACertFile); err != nil {
+			return nil, fmt.Errorf("--ca-cert: %w", err)
+		}
+		trust.AppendCertsFromPEM(cloudCA)
+	}
+	// Calls between our own services (JWKS, token exchange) trust the cloud's
+	// CAs as well as the system's, so HTTPS with a private CA works.
+	c.httpClient = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: trust, MinVersion: tls.VersionTLS12}, MaxIdleConnsPerHost: 16,
+	}}
 
 	natsURL := cfg.NATSURL
 	if natsURL == "" {
@@ -210,7 +261,20 @@ func New(ctx context.Context, cfg Config) (_ *Cloud, err error) {
 	if c.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("http listen: %w", err)
 	}
-	localURL := "http://" + c.httpLn.Addr().String()
+	var httpTLS *tls.Config
+	switch {
+	case cfg.HTTPTLSCertFile != "":
+		if httpTLS, _, err = certs.ServerTLSFromFiles(certs.FileTLSOptions{CertFile: cfg.HTTPTLSCertFile, KeyFile: cfg.HTTPTLSKeyFile}); err != nil {
+			return nil, fmt.Errorf("--tls-cert: %w", err)
+		}
+	case cfg.HTTPTLS:
+		httpTLS = c.Certs.ServerTLSConfig(tls.NoClientCert)
+	}
+	scheme := "http://"
+	if httpTLS != nil {
+		scheme = "https://"
+	}
+	localURL := scheme + c.httpLn.Addr().String()
 	c.publicURL = strings.TrimRight(cfg.PublicURL, "/")
 	if c.publicURL == "" {
 		c.publicURL = localURL
@@ -219,7 +283,7 @@ func New(ctx context.Context, cfg Config) (_ *Cloud, err error) {
 	if authzURL == "" {
 		authzURL = localURL
 	}
-	verifier := auth.NewVerifier(context.Background(), c.publicURL, authzURL+"/.well-known/jwks.json", nil, auth.WithRevocations(c.nc, db))
+	verifier := auth.NewVerifier(oidc.ClientContext(context.Background(), c.httpClient), c.publicURL, authzURL+"/.well-known/jwks.json", nil, auth.WithRevocations(c.nc, db))
 
 	mux := http.NewServeMux()
 	coapPort, coapsPort := portOf(cfg.CoAPAddr), portOf(cfg.CoAPSAddr)
@@ -274,10 +338,10 @@ func New(ctx context.Context, cfg Config) (_ *Cloud, err error) {
 			Verifier:      verifier,
 			Onboarding: authz.OnboardingInfo{
 				APN:        "ocfcloud",
-				CIS:        "coap+tcp://" + net.JoinHostPort(publicHost, coapPort),
-				CISSecure:  "coaps+tcp://" + net.JoinHostPort(publicHost, coapsPort),
+				CIS:        orDefault(cfg.AdvertiseCIS, "coap+tcp://"+net.JoinHostPort(publicHost, coapPort)),
+				CISSecure:  orDefault(cfg.AdvertiseCISSecure, "coaps+tcp://"+net.JoinHostPort(publicHost, coapsPort)),
 				CloudID:    c.Certs.CloudID,
-				CloudCAPEM: string(c.Certs.CAPEM),
+				CloudCAPEM: string(cloudCA),
 			},
 		}, db)
 		if err != nil {
@@ -320,7 +384,12 @@ func New(ctx context.Context, cfg Config) (_ *Cloud, err error) {
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 	}
 	go func() {
-		if err := c.httpSrv.Serve(c.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		serve := func() error { return c.httpSrv.Serve(c.httpLn) }
+		if httpTLS != nil {
+			c.httpSrv.TLSConfig = httpTLS
+			serve = func() error { return c.httpSrv.ServeTLS(c.httpLn, "", "") }
+		}
+		if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			c.log.Error("http server stopped", "err", err)
 		}
 	}()
@@ -403,6 +472,13 @@ func (c *Cloud) Close() {
 		c.closers[i]()
 	}
 	c.closers = nil
+}
+
+func orDefault(v, def string) string {
+	if v != "" {
+		return v
+	}
+	return def
 }
 
 func checkWritable(dir string) error {
