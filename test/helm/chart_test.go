@@ -1,6 +1,7 @@
 package helm_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -17,7 +18,7 @@ var serviceNames = []string{"authz", "device-registry", "c2c-api", "coap-gateway
 // pendingServeFlags are flags the chart passes that `ocfcloud serve` is to
 // gain (cloud id and certificate files for distributed mode). Once serve.go
 // defines them this list is only documentation.
-var pendingServeFlags = []string{"cloud-id", "tls-cert", "tls-key", "ca-cert", "coap-tls-cert", "coap-tls-key", "device-ca"}
+var pendingServeFlags = []string{"coap-tls-cert", "coap-tls-key", "device-ca"}
 
 func TestChartLintsWithEveryCIValuesFile(t *testing.T) {
 	for _, f := range ciValuesFiles(t) {
@@ -217,8 +218,16 @@ func checkDeployments(t *testing.T, v map[string]any, m *manifests, serveFlags [
 	}
 	if az := m.Deployments[fn+"-authz"]; az != nil {
 		aa := args(az.Spec.Template.Spec.Containers[0])
-		if aa["public-host"] != a["public-host"] || (coaps && aa["ca-cert"] == "") {
-			t.Errorf("authz onboarding info (--public-host=%q --ca-cert=%q) differs from the gateway's", aa["public-host"], aa["ca-cert"])
+		host := a["public-host"]
+		wantCIS, wantSecure := "", ""
+		if a["coap-addr"] != "-" {
+			wantCIS = fmt.Sprintf("coap+tcp://%s:%v", host, v["coapGateway"].(map[string]any)["coap"].(map[string]any)["port"])
+		}
+		if coaps {
+			wantSecure = fmt.Sprintf("coaps+tcp://%s:%v", host, v["coapGateway"].(map[string]any)["coaps"].(map[string]any)["port"])
+		}
+		if aa["cis"] != wantCIS || aa["cis-secure"] != wantSecure || (coaps && aa["ca-cert"] == "") || aa["coap-addr"] != "-" || aa["coaps-addr"] != "-" {
+			t.Errorf("authz onboarding info (--cis=%q --cis-secure=%q --ca-cert=%q) differs from the gateway's %q %q", aa["cis"], aa["cis-secure"], aa["ca-cert"], wantCIS, wantSecure)
 		}
 	}
 	for _, svc := range []string{"device-registry", "c2c-api"} {
