@@ -29,6 +29,7 @@ import (
 	"github.com/ocfcloud/ocfcloud/internal/events"
 	"github.com/ocfcloud/ocfcloud/internal/httpx"
 	"github.com/ocfcloud/ocfcloud/internal/platform"
+	"github.com/ocfcloud/ocfcloud/portal"
 )
 
 // Service names for Config.Services.
@@ -360,8 +361,16 @@ func New(ctx context.Context, cfg Config) (_ *Cloud, err error) {
 		if c.registry != nil && !cfg.RegistryOverNATS {
 			c2cCfg.Registry = c.registry // same process: no network hop
 		}
-		if len(c2cCfg.Webhooks.SecretsKey) == 0 {
-			// Signing secrets are encrypted with a key kept out of the database.
+		// Signing secrets are encrypted with a key kept out of the database:
+		// a given file (every replica the same), else one generated once
+		// into the data dir.
+		switch {
+		case len(c2cCfg.Webhooks.SecretsKey) > 0:
+		case c2cCfg.Webhooks.SecretsKeyFile != "":
+			if c2cCfg.Webhooks.SecretsKey, err = c2capi.ReadSecretsKeyFile(c2cCfg.Webhooks.SecretsKeyFile); err != nil {
+				return nil, err
+			}
+		default:
 			if c2cCfg.Webhooks.SecretsKey, err = c2capi.LoadOrCreateSecretsKey(filepath.Join(cfg.DataDir, "secrets.key")); err != nil {
 				return nil, err
 			}
@@ -371,6 +380,16 @@ func New(ctx context.Context, cfg Config) (_ *Cloud, err error) {
 		}
 		c.closers = append(c.closers, c.c2c.Close)
 		c.c2c.Register(mux)
+	}
+	if c.has(ServiceAuthz) {
+		// The portal is static; it is served where authz is, whose login it uses.
+		pc := portal.Config{Issuer: c.publicURL, CAFingerprint: certs.Fingerprint(c.Certs.CACert.Raw)}
+		if httpTLS != nil {
+			if leaf := httpLeaf(httpTLS); leaf != nil {
+				pc.HTTPSFingerprint = certs.Fingerprint(leaf)
+			}
+		}
+		portal.Register(mux, pc)
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", c.serveReady)
@@ -472,6 +491,19 @@ func (c *Cloud) Close() {
 		c.closers[i]()
 	}
 	c.closers = nil
+}
+
+// httpLeaf returns the DER of the certificate an HTTPS config serves now.
+func httpLeaf(cfg *tls.Config) []byte {
+	if cfg.GetCertificate != nil {
+		if c, err := cfg.GetCertificate(&tls.ClientHelloInfo{}); err == nil && c != nil && len(c.Certificate) > 0 {
+			return c.Certificate[0]
+		}
+	}
+	if len(cfg.Certificates) > 0 && len(cfg.Certificates[0].Certificate) > 0 {
+		return cfg.Certificates[0].Certificate[0]
+	}
+	return nil
 }
 
 func orDefault(v, def string) string {
