@@ -131,7 +131,7 @@ func (s *session) unsubscribeLocked() {
 	}
 	s.g.cmd.subs.Delete(s.cmdSub)
 	if err := s.cmdSub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-		s.log.Debug("unsubscribe commands", "err", err)
+		s.g.log.Debug("unsubscribe commands", "subject", s.cmdSub.Subject, "err", err)
 	}
 	s.cmdSub = nil
 }

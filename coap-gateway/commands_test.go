@@ -19,7 +19,7 @@ import (
 	"github.com/ocfcloud/ocfcloud/internal/ocf"
 )
 
-func do(t *testing.T, c *testCloud, di string, req *commands.Request) (*commands.Response, error) {
+func do(t testing.TB, c *testCloud, di string, req *commands.Request) (*commands.Response, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -4,7 +4,8 @@
 // /oic/sec/tokenrefresh, /oic/rd), exchanges onboarding codes and refresh
 // tokens at authz over HTTP, verifies access tokens locally, observes the
 // resources that devices publish and turns everything into events on
-// JetStream.
+// JetStream. It answers commands (internal/commands) for the devices it
+// holds by sending them CoAP requests, and enforces the limits in Limits.
 //
 // Sessions live in memory on the connection and die with it. The gateway must
 // not keep durable state or answer queries about devices: that is the

@@ -14,11 +14,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/mux"
-	"github.com/plgd-dev/go-coap/v3/options"
-	"github.com/plgd-dev/go-coap/v3/tcp"
 	"github.com/plgd-dev/go-coap/v3/tcp/client"
-	tcpserver "github.com/plgd-dev/go-coap/v3/tcp/server"
 
 	"github.com/ocfcloud/ocfcloud/internal/auth"
 	"github.com/ocfcloud/ocfcloud/internal/events"
@@ -32,8 +30,13 @@ type Config struct {
 	Addr string
 	// TLSAddr is the coaps+tcp listen address ("" disables it); TLS must be set.
 	TLSAddr string
-	TLS     *tls.Config
-	// NATS carries events and registry queries.
+	// TLS holds the server certificate (CN uuid:<sid>) and, in ClientCAs,
+	// the device CA. The gateway enforces TLS 1.2+ and a verified client
+	// certificate whatever ClientAuth says, and checks its uuid:<di>
+	// against the di of sign-up, sign-in, refresh and sign-off.
+	TLS *tls.Config
+	// NATS carries events, registry queries and commands
+	// (commands.Subject(di) while the device is signed in).
 	NATS *nats.Conn
 	// TokenURL is authz's token endpoint.
 	TokenURL string
@@ -85,7 +88,12 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+		// Every sign-up and refresh is a call to authz; the default two idle
+		// connections per host would open and close a TCP connection per
+		// call under load.
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 256, 256
+		cfg.HTTPClient = &http.Client{Timeout: 10 * time.Second, Transport: tr}
 	}
 	cfg.Limits.setDefaults()
 	if cfg.BackendTimeout == 0 {
@@ -172,12 +180,12 @@ func (g *Gateway) listen(addr string, tlsCfg *tls.Config) error {
 
 func (g *Gateway) serve(l *limitListener, addr net.Addr) {
 	router := mux.NewRouter()
-	router.DefaultHandleFunc(g.handleNotFound)
-	_ = router.Handle(ocf.PathAccount, mux.HandlerFunc(g.handleAccount))
-	_ = router.Handle(ocf.PathSession, mux.HandlerFunc(g.handleSession))
-	_ = router.Handle(ocf.PathTokenRefresh, mux.HandlerFunc(g.handleTokenRefresh))
-	_ = router.Handle(ocf.PathRD, mux.HandlerFunc(g.handleRD))
-	_ = router.Handle(ocf.PathRes, mux.HandlerFunc(g.handleRes))
+	router.DefaultHandle(g.serial(g.handleNotFound))
+	_ = router.Handle(ocf.PathAccount, g.serial(g.handleAccount))
+	_ = router.Handle(ocf.PathSession, g.serial(g.handleSession))
+	_ = router.Handle(ocf.PathTokenRefresh, g.serial(g.handleTokenRefresh))
+	_ = router.Handle(ocf.PathRD, g.serial(g.handleRD))
+	_ = router.Handle(ocf.PathRes, g.serial(g.handleRes))
 	srv := g.newConnServer(l, router)
 	g.servers = append(g.servers, srv)
 	g.listeners = append(g.listeners, addr)
@@ -214,9 +222,10 @@ func (g *Gateway) Close() {
 }
 
 func (g *Gateway) onNewConn(cc *client.Conn) {
+	// Done when the session is closed and its last event published.
 	g.sessionsWG.Add(1)
 	s := newSession(g, cc)
-	go func() { <-s.done; g.sessionsWG.Done() }()
+	cc.SetContextValue(sessionKey{}, s)
 	g.mu.Lock()
 	g.sessions[cc] = s
 	g.mu.Unlock()
@@ -228,12 +237,23 @@ func (g *Gateway) onNewConn(cc *client.Conn) {
 	})
 }
 
+type sessionKey struct{}
+
+// sessionOf finds the session on the connection itself, without a lock
+// shared by all connections.
 func (g *Gateway) sessionOf(w mux.ResponseWriter) *session {
-	cc, ok := w.Conn().(*client.Conn)
-	if !ok {
-		return nil
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.sessions[cc]
+	s, _ := w.Conn().Context().Value(sessionKey{}).(*session)
+	return s
+}
+
+// maxQueryOption is the longest Uri-Query option the gateway accepts. RFC
+// 7252 caps it at 255 bytes, but OCF sign-off carries the access token in
+// the query (?di&uid&accesstoken) and our access tokens are JWTs of about
+// 600 bytes; go-coap would answer 4.02 Bad Option before the handler runs.
+const maxQueryOption = 4096
+
+func init() {
+	def := message.CoapOptionDefs[message.URIQuery]
+	def.MaxLen = maxQueryOption
+	message.CoapOptionDefs[message.URIQuery] = def
 }

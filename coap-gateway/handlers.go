@@ -77,22 +77,29 @@ func (g *Gateway) signUp(s *session, w mux.ResponseWriter, r *mux.Message) {
 	defer cancel()
 	tok, err := g.authz.exchangeCode(ctx, req.AccessToken, req.DeviceID)
 	if errors.Is(err, errGrantRejected) {
-		s.log.Info("sign-up rejected", "device_id", req.DeviceID)
+		s.logger().Info("sign-up rejected", "device_id", req.DeviceID)
 		s.authFailed()
 		respondError(w, codes.Unauthorized, "sign-up: the onboarding code is invalid, expired or used")
 		return
 	}
 	if err != nil {
-		s.log.Warn("sign-up: authz unavailable", "device_id", req.DeviceID, "err", err)
+		s.logger().Warn("sign-up: authz unavailable", "device_id", req.DeviceID, "err", err)
 		respondError(w, codes.ServiceUnavailable, "sign-up: authorization service unavailable, retry")
 		return
 	}
 	if err := s.publishNow(ctx, tok.UserID, req.DeviceID, events.DeviceRegistered, nil); err != nil {
-		s.log.Warn("sign-up: cannot record device", "device_id", req.DeviceID, "err", err)
+		s.logger().Warn("sign-up: cannot record device", "device_id", req.DeviceID, "err", err)
 		respondError(w, codes.ServiceUnavailable, "sign-up: event store unavailable, retry")
 		return
 	}
-	s.log.Info("device signed up", "device_id", req.DeviceID, "user_id", tok.UserID)
+	s.mu.Lock()
+	s.signedUp = req.DeviceID
+	s.issued = &issuedToken{token: tok.AccessToken, deviceID: req.DeviceID, userID: tok.UserID}
+	if tok.ExpiresIn > 0 {
+		s.issued.expires = g.cfg.Now().Add(time.Duration(tok.ExpiresIn) * time.Second)
+	}
+	s.mu.Unlock()
+	s.logger().Info("device signed up", "device_id", req.DeviceID, "user_id", tok.UserID)
 	respondCBOR(w, codes.Changed, ocf.SignUpResponse{
 		AccessToken:  tok.AccessToken,
 		RefreshToken: tok.RefreshToken,
@@ -157,7 +164,7 @@ func (g *Gateway) signOff(s *session, w mux.ResponseWriter, r *mux.Message) {
 	for _, o := range local {
 		o.signedOff(di)
 	}
-	s.log.Info("device signed off", "device_id", di)
+	s.logger().Info("device signed off", "device_id", di)
 	_ = w.SetResponse(codes.Deleted, 0, nil)
 	// The device no longer exists: its connections have nothing left to do.
 	for _, o := range local {
@@ -198,15 +205,15 @@ func (g *Gateway) handleSession(w mux.ResponseWriter, r *mux.Message) {
 		respondError(w, codes.Forbidden, "sign-in: "+err.Error())
 		return
 	}
-	c, err := g.cfg.Verifier.Verify(ctx, req.AccessToken)
+	c, err := s.verifyAccessToken(ctx, req.AccessToken)
 	if err != nil || c.DeviceID != req.DeviceID || c.Subject != req.UserID {
-		s.log.Info("sign-in rejected", "device_id", req.DeviceID)
+		s.logger().Info("sign-in rejected", "device_id", req.DeviceID)
 		s.authFailed()
 		respondError(w, codes.Unauthorized, "sign-in: invalid or expired access token")
 		return
 	}
 	if err := s.subscribeCommands(c.DeviceID); err != nil {
-		s.log.Warn("sign-in: cannot subscribe to commands", "err", err)
+		s.logger().Warn("sign-in: cannot subscribe to commands", "err", err)
 		respondError(w, codes.ServiceUnavailable, "sign-in: message bus unavailable, retry")
 		return
 	}
@@ -217,28 +224,40 @@ func (g *Gateway) handleSession(w mux.ResponseWriter, r *mux.Message) {
 		respondError(w, codes.ServiceUnavailable, "sign-in: event store unavailable, retry")
 		return
 	}
-	s.signIn(c.DeviceID, c.Subject, c.ExpiresAt)
-	s.log.Info("device signed in")
+	wasSignedIn, prevDI, _ := s.identity()
+	s.mu.Lock()
+	fresh := s.signedUp == c.DeviceID
+	s.mu.Unlock()
+	linksGen := s.signIn(c.DeviceID, c.Subject, c.ExpiresAt)
+	s.logger().Info("device signed in")
 	exp := int64(-1)
 	if !c.ExpiresAt.IsZero() {
 		exp = max(int64(time.Until(c.ExpiresAt).Seconds()), 0)
 	}
 	respondCBOR(w, codes.Changed, ocf.SessionResponse{ExpiresIn: exp})
-	// A device that reconnects only signs in: observe what it published before.
-	go g.restoreLinks(s, c.Subject, c.DeviceID)
+	// A device that reconnects only signs in: observe what it published
+	// before. A sign-in after a refresh on the same connection has them, and
+	// one right after sign-up has none.
+	if !fresh && (!wasSignedIn || prevDI != c.DeviceID) {
+		go g.restoreLinks(s, c.Subject, c.DeviceID, linksGen)
+	}
 }
 
-func (g *Gateway) restoreLinks(s *session, owner, deviceID string) {
+func (g *Gateway) restoreLinks(s *session, owner, deviceID string, gen uint64) {
 	ctx, cancel := context.WithTimeout(s.ctx, g.cfg.BackendTimeout)
 	defer cancel()
 	d, err := g.registry.Get(ctx, registryapi.GetRequest{Caller: registryapi.Caller{UserID: owner}, DeviceID: deviceID})
 	if err != nil {
 		if !errors.Is(err, registryapi.ErrNotFound) {
-			s.log.Warn("cannot load published links", "err", err)
+			s.logger().Warn("cannot load published links", "err", err)
 		}
 		return
 	}
-	s.setLinks(d.Links)
+	// The registry may lag behind a publish or unpublish the device made in
+	// the meantime on this connection; then the connection's view wins.
+	if !s.restoreLinksIf(gen, d.Links) {
+		return
+	}
 	s.observe(d.Links)
 }
 
@@ -390,8 +409,8 @@ func (s *session) hrefsOf(ins []string) ([]string, error) {
 	defer s.mu.Unlock()
 	var out []string
 	if len(ins) == 0 {
-		for h := range s.links {
-			out = append(out, h)
+		for _, l := range s.links {
+			out = append(out, l.Href)
 		}
 		return out, nil
 	}
@@ -400,9 +419,9 @@ func (s *session) hrefsOf(ins []string) ([]string, error) {
 		if err != nil {
 			return nil, fmt.Errorf("ins %q is not an integer", v)
 		}
-		for h, l := range s.links {
+		for _, l := range s.links {
 			if l.InstanceID == n {
-				out = append(out, h)
+				out = append(out, l.Href)
 			}
 		}
 	}

@@ -34,14 +34,14 @@ const testAdminPassword = "admin-secret"
 // reachable so tests can send commands like c2c-api does.
 type testCloud struct {
 	*cloud.Cloud
-	t      *testing.T
+	t      testing.TB
 	base   string
 	token  string
 	nc     *nats.Conn
 	client *commands.Client
 }
 
-func startTestCloud(t *testing.T, mod func(*cloud.Config)) *testCloud {
+func startTestCloud(t testing.TB, mod func(*cloud.Config)) *testCloud {
 	t.Helper()
 	natsURL := platform.TestNATS(t)
 	cfg := cloud.Config{
@@ -170,7 +170,7 @@ func (c *testCloud) runSim(code onboardingCode, di string, mod func(*devicesim.C
 
 // rawDevice is a hand-driven device connection for protocol tests.
 type rawDevice struct {
-	t   *testing.T
+	t   testing.TB
 	cc  *client.Conn
 	di  string
 	uid string
@@ -180,7 +180,7 @@ type rawDevice struct {
 
 // dialRaw connects like iotivity-lite (no CSM); handler serves the cloud's
 // requests (nil: 4.04 for everything).
-func dialRaw(t *testing.T, addr string, tlsCfg *tls.Config, handler mux.HandlerFunc) (*client.Conn, error) {
+func dialRaw(t testing.TB, addr string, tlsCfg *tls.Config, handler mux.HandlerFunc) (*client.Conn, error) {
 	t.Helper()
 	router := mux.NewRouter()
 	if handler == nil {
@@ -189,6 +189,7 @@ func dialRaw(t *testing.T, addr string, tlsCfg *tls.Config, handler mux.HandlerF
 	router.DefaultHandle(handler)
 	opts := []tcp.Option{
 		options.WithMux(router),
+		options.WithErrors(func(error) {}),
 		options.WithDisableTCPSignalMessageCSM(),
 		options.WithLimitClientParallelRequest(0),
 		options.WithLimitClientEndpointParallelRequest(0),
@@ -237,7 +238,7 @@ func (d *rawDevice) mustPost(path string, body any, want codes.Code, out any) {
 	}
 }
 
-func postOn(t *testing.T, cc *client.Conn, path string, body any) (codes.Code, []byte) {
+func postOn(t testing.TB, cc *client.Conn, path string, body any) (codes.Code, []byte) {
 	t.Helper()
 	data, err := ocf.Marshal(body)
 	if err != nil {
@@ -253,7 +254,7 @@ func postOn(t *testing.T, cc *client.Conn, path string, body any) (codes.Code, [
 	return resp.Code(), payload
 }
 
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
@@ -264,7 +265,7 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 	}
 }
 
-func waitClosed(t *testing.T, cc *client.Conn, within time.Duration, what string) {
+func waitClosed(t testing.TB, cc *client.Conn, within time.Duration, what string) {
 	t.Helper()
 	select {
 	case <-cc.Done():
@@ -279,4 +280,17 @@ func quietLogger() *slog.Logger {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// postRaw posts bytes as they are (for malformed payloads).
+func postRaw(t testing.TB, cc *client.Conn, path string, body []byte) (codes.Code, []byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := cc.Post(ctx, path, ocf.ContentFormatCBOR, bytes.NewReader(body), ocfOpts()...)
+	if err != nil {
+		t.Fatalf("POST %s: %v", path, err)
+	}
+	payload, _ := resp.ReadBody()
+	return resp.Code(), payload
 }

@@ -2,11 +2,13 @@ package coapgateway
 
 import (
 	"context"
+	"crypto/subtle"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +23,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/tcp/client"
 
 	"github.com/ocfcloud/ocfcloud/certs"
+	"github.com/ocfcloud/ocfcloud/internal/auth"
 	"github.com/ocfcloud/ocfcloud/internal/events"
 	"github.com/ocfcloud/ocfcloud/internal/ocf"
 )
@@ -31,12 +34,15 @@ type session struct {
 	cc     *client.Conn
 	ctx    context.Context
 	cancel context.CancelFunc
-	done   chan struct{}
 
-	// qmu guards queue against sends after close.
-	qmu    sync.Mutex
-	queue  chan *events.Envelope
-	closed bool
+	// qmu guards the queue of events to publish in order. A goroutine
+	// drains it only while it is not empty, so an idle device costs no
+	// goroutine; sessionsWG is done once the session is closed and drained.
+	qmu      sync.Mutex
+	qcond    *sync.Cond // signalled when the queue shrinks
+	queue    []*events.Envelope
+	draining bool
+	closed   bool
 
 	// pubMu is held while the publish loop publishes one event; gone holds
 	// devices signed off on this connection, whose queued events must not
@@ -45,60 +51,91 @@ type session struct {
 	pubMu sync.Mutex
 	gone  map[string]bool
 
+	// jobs are the device's requests waiting to be handled (see serial).
+	jmu        sync.Mutex
+	jobs       []func()
+	jobRunning bool
+
 	// pending counts commands in flight to the device.
 	pending atomic.Int32
 
 	mu           sync.Mutex
-	log          *slog.Logger
 	signedIn     bool
 	deviceID     string
 	userID       string
 	expiry       *time.Timer
-	links        map[string]ocf.Link // href → link
+	links        []ocf.Link // few per device: a slice is smaller than a map
+	linksGen     uint64     // counts publishes and unpublishes
 	observations map[string]mux.Observation
 	authFailures int
-	cmdSub       *nats.Subscription
+	// signedUp is the device that signed up on this connection: it has
+	// published nothing yet, so sign-in need not ask the registry.
+	signedUp string
+	// issued is the access token authz gave this connection at sign-up,
+	// until the sign-in that uses it.
+	issued *issuedToken
+	cmdSub *nats.Subscription
 }
 
 func newSession(g *Gateway, cc *client.Conn) *session {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &session{
 		g: g, cc: cc, ctx: ctx, cancel: cancel,
-		queue:        make(chan *events.Envelope, 256),
-		done:         make(chan struct{}),
-		log:          g.log.With("remote", cc.RemoteAddr().String()),
-		links:        map[string]ocf.Link{},
 		observations: map[string]mux.Observation{},
 	}
-	go s.publishLoop()
+	s.qcond = sync.NewCond(&s.qmu)
 	return s
 }
 
-// publishLoop publishes notifications in the order the device sent them. A
+// maxQueued events wait for JetStream per connection; beyond that the
+// device's reader blocks (backpressure) until JetStream catches up.
+const maxQueued = 256
+
+// drain publishes queued events in the order the device caused them. A
 // JetStream outage is retried with backoff until the connection ends.
-func (s *session) publishLoop() {
-	defer close(s.done)
-	for e := range s.queue {
-		for attempt := 0; ; attempt++ {
-			s.pubMu.Lock()
-			if s.gone[e.DeviceID] {
-				s.pubMu.Unlock()
-				break
+func (s *session) drain() {
+	for {
+		s.qmu.Lock()
+		if len(s.queue) == 0 {
+			s.draining = false
+			if s.closed {
+				s.g.sessionsWG.Done() // the last event is out
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), s.g.cfg.BackendTimeout)
-			err := s.g.pub.Publish(ctx, e)
-			cancel()
-			s.pubMu.Unlock()
-			if err == nil {
-				break
-			}
-			s.log.Warn("publish event", "device_id", e.DeviceID, "type", e.Type, "err", err)
-			if attempt >= 5 && s.ctx.Err() != nil {
-				s.log.Error("dropping event after retries", "device_id", e.DeviceID, "type", e.Type)
-				break
-			}
-			time.Sleep(min(time.Duration(1<<attempt)*100*time.Millisecond, 5*time.Second))
+			s.qmu.Unlock()
+			return
 		}
+		e := s.queue[0]
+		s.queue[0] = nil
+		s.queue = s.queue[1:]
+		if len(s.queue) == 0 {
+			s.queue = nil
+		}
+		s.qcond.Broadcast()
+		s.qmu.Unlock()
+		s.publishQueued(e)
+	}
+}
+
+func (s *session) publishQueued(e *events.Envelope) {
+	for attempt := 0; ; attempt++ {
+		s.pubMu.Lock()
+		if s.gone[e.DeviceID] {
+			s.pubMu.Unlock()
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), s.g.cfg.BackendTimeout)
+		err := s.g.pub.Publish(ctx, e)
+		cancel()
+		s.pubMu.Unlock()
+		if err == nil {
+			return
+		}
+		s.g.log.Warn("publish event", "device_id", e.DeviceID, "type", e.Type, "err", err)
+		if attempt >= 5 && s.ctx.Err() != nil {
+			s.g.log.Error("dropping event after retries", "device_id", e.DeviceID, "type", e.Type)
+			return
+		}
+		time.Sleep(min(time.Duration(1<<attempt)*100*time.Millisecond, 5*time.Second))
 	}
 }
 
@@ -119,7 +156,10 @@ func (s *session) close() {
 	}
 	s.qmu.Lock()
 	s.closed = true
-	close(s.queue)
+	if !s.draining {
+		s.g.sessionsWG.Done()
+	}
+	s.qcond.Broadcast()
 	s.qmu.Unlock()
 }
 
@@ -130,8 +170,16 @@ func (s *session) enqueue(owner, deviceID string, t events.Type, fill func(*even
 	}
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
-	if !s.closed {
-		s.queue <- e // blocks when JetStream lags: backpressure on the device
+	for len(s.queue) >= maxQueued && !s.closed {
+		s.qcond.Wait() // JetStream lags: backpressure on the device
+	}
+	if s.closed {
+		return
+	}
+	s.queue = append(s.queue, e)
+	if !s.draining {
+		s.draining = true
+		go s.drain()
 	}
 }
 
@@ -159,7 +207,7 @@ func (s *session) authFailed() {
 	n := s.authFailures
 	s.mu.Unlock()
 	if n >= s.g.cfg.MaxAuthFailures {
-		s.log.Warn("closing connection after repeated auth failures")
+		s.logger().Warn("closing connection after repeated auth failures")
 		go func() {
 			time.Sleep(100 * time.Millisecond) // let the 4.01 go out first
 			_ = s.cc.Close()
@@ -168,20 +216,21 @@ func (s *session) authFailed() {
 }
 
 // signIn binds the connection to a device until the token expires.
-func (s *session) signIn(deviceID, userID string, expires time.Time) {
+// It returns the links generation for restoreLinksIf.
+func (s *session) signIn(deviceID, userID string, expires time.Time) uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.signedIn, s.deviceID, s.userID, s.authFailures = true, deviceID, userID, 0
-	s.log = s.g.log.With("remote", s.cc.RemoteAddr().String(), "device_id", deviceID, "user_id", userID)
 	if s.expiry != nil {
 		s.expiry.Stop()
 	}
 	if !expires.IsZero() {
 		s.expiry = time.AfterFunc(expires.Sub(s.g.cfg.Now()), func() {
-			s.log.Info("access token expired; device must refresh and sign in again")
+			s.logger().Info("access token expired; device must refresh and sign in again")
 			s.signOut()
 		})
 	}
+	return s.linksGen
 }
 
 // signOut ends the session but keeps the connection.
@@ -225,7 +274,7 @@ func (s *session) signedOff(deviceID string) {
 	}
 	obs := s.observations
 	s.observations = map[string]mux.Observation{}
-	s.links = map[string]ocf.Link{}
+	s.links = nil
 	s.unsubscribeLocked()
 	s.mu.Unlock()
 	cancelObservations(obs)
@@ -270,13 +319,13 @@ func (s *session) observe(links []ocf.Link) {
 				s.mu.Unlock()
 				continue
 			}
-			s.log.Info("observe failed; reading once", "href", href, "err", err)
+			s.logger().Info("observe failed; reading once", "href", href, "err", err)
 		}
 		ctx, cancel := context.WithTimeout(s.ctx, s.g.cfg.DeviceTimeout)
 		resp, err := s.cc.Get(ctx, href, ocfOptions()...)
 		cancel()
 		if err != nil {
-			s.log.Info("read resource", "href", href, "err", err)
+			s.logger().Info("read resource", "href", href, "err", err)
 			continue
 		}
 		s.onContent(href, resp)
@@ -286,7 +335,7 @@ func (s *session) observe(links []ocf.Link) {
 // onContent turns a device answer or notification into a resource_changed event.
 func (s *session) onContent(href string, m *pool.Message) {
 	if m.Code() != codes.Content && m.Code() != codes.Changed {
-		s.log.Debug("resource answered", "href", href, "code", m.Code().String())
+		s.logger().Debug("resource answered", "href", href, "code", m.Code().String())
 		return
 	}
 	body, err := m.ReadBody()
@@ -310,16 +359,39 @@ func (s *session) onContent(href string, m *pool.Message) {
 func (s *session) setLinks(links []ocf.Link) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.linksGen++
+	s.mergeLinksLocked(links)
+}
+
+// restoreLinksIf merges links loaded at sign-in unless the device published
+// or unpublished since generation gen.
+func (s *session) restoreLinksIf(gen uint64, links []ocf.Link) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.linksGen != gen {
+		return false
+	}
+	s.mergeLinksLocked(links)
+	return true
+}
+
+func (s *session) mergeLinksLocked(links []ocf.Link) {
 	for _, l := range links {
-		s.links[l.Href] = l
+		i := slices.IndexFunc(s.links, func(o ocf.Link) bool { return o.Href == l.Href })
+		if i >= 0 {
+			s.links[i] = l
+		} else {
+			s.links = append(s.links, l)
+		}
 	}
 }
 
 func (s *session) removeLinks(hrefs []string) {
 	s.mu.Lock()
+	s.linksGen++
 	var obs []mux.Observation
+	s.links = slices.DeleteFunc(s.links, func(l ocf.Link) bool { return slices.Contains(hrefs, l.Href) })
 	for _, h := range hrefs {
-		delete(s.links, h)
 		if o := s.observations[h]; o != nil {
 			obs = append(obs, o)
 			delete(s.observations, h)
@@ -329,6 +401,19 @@ func (s *session) removeLinks(hrefs []string) {
 	for _, o := range obs {
 		go func() { _ = o.Cancel(context.Background()) }()
 	}
+}
+
+// logger is the session's logger with the connection and device; built on
+// use (logging is rare) rather than kept per connection.
+func (s *session) logger() *slog.Logger {
+	s.mu.Lock()
+	di, uid := s.deviceID, s.userID
+	s.mu.Unlock()
+	l := s.g.log.With("remote", s.cc.RemoteAddr().String())
+	if di != "" {
+		l = l.With("device_id", di, "user_id", uid)
+	}
+	return l
 }
 
 func publishedContent(links []ocf.Link) []byte {
@@ -375,4 +460,27 @@ func (s *session) checkCertIdentity(deviceID string) error {
 		return fmt.Errorf("device certificate is for %s, not %s", certDI, deviceID)
 	}
 	return nil
+}
+
+// issuedToken is an access token the gateway received from authz itself.
+type issuedToken struct {
+	token, deviceID, userID string
+	expires                 time.Time
+}
+
+// verifyAccessToken checks a sign-in token. The sign-in that follows a
+// sign-up on the same connection presents the token authz has just handed
+// to the gateway over its own authenticated call: its claims are known, and
+// the signature check (an ES256 verify, the largest cost of an onboarding)
+// would add nothing. Every other token is verified.
+func (s *session) verifyAccessToken(ctx context.Context, raw string) (*auth.Claims, error) {
+	s.mu.Lock()
+	it := s.issued
+	s.issued = nil
+	s.mu.Unlock()
+	if it != nil && subtle.ConstantTimeCompare([]byte(it.token), []byte(raw)) == 1 &&
+		(it.expires.IsZero() || s.g.cfg.Now().Before(it.expires)) {
+		return &auth.Claims{Subject: it.userID, DeviceID: it.deviceID, ExpiresAt: it.expires}, nil
+	}
+	return s.g.cfg.Verifier.Verify(ctx, raw)
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
+	"net"
 	"net/url"
 	"sync"
 	"time"
@@ -52,7 +53,13 @@ type Config struct {
 	Name         string        // device name, default "ocfcloud-sim"
 	TLS          *tls.Config   // used for coaps+tcp
 	PingInterval time.Duration // default 20s
-	Logger       *slog.Logger
+	// Dialer dials the cloud; set LocalAddr to pick the source address
+	// (fleets spread devices over 127.0.0.x). Default: 3 s timeout.
+	Dialer *net.Dialer
+	// ChangeEvery toggles /light/1 and bumps its power on this schedule
+	// while the device is online, so observers see notifications. 0: never.
+	ChangeEvery time.Duration
+	Logger      *slog.Logger
 }
 
 // Device is a simulated OCF device. Its methods are safe for concurrent use.
@@ -114,6 +121,9 @@ func New(cfg Config) (*Device, error) {
 	if cfg.PingInterval < 0 {
 		errs = append(errs, errors.New("ping interval must not be negative"))
 	}
+	if cfg.ChangeEvery < 0 {
+		errs = append(errs, errors.New("change interval must not be negative"))
+	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("devicesim config: %w", errors.Join(errs...))
 	}
@@ -157,6 +167,9 @@ func (d *Device) Ready() <-chan struct{} { return d.ready }
 // the cloud rejects the credentials for good.
 func (d *Device) Run(ctx context.Context) error {
 	d.log.Info("device starting", "cis", d.cfg.CIS, "sid", d.cfg.SID, "apn", d.cfg.APN)
+	if d.cfg.ChangeEvery > 0 {
+		go d.changeLoop(ctx)
+	}
 	backoff := minBackoff
 	for {
 		online, err := d.connectOnce(ctx)
@@ -222,6 +235,9 @@ func (d *Device) dial(ctx context.Context) (*client.Conn, error) {
 	}
 	if d.useTLS {
 		opts = append(opts, options.WithTLS(d.cfg.TLS))
+	}
+	if d.cfg.Dialer != nil {
+		opts = append(opts, options.WithDialer(d.cfg.Dialer))
 	}
 	conn, err := tcp.Dial(d.addr, opts...)
 	if err != nil {
@@ -304,4 +320,24 @@ func newUUID() string {
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+// NewDeviceID returns a random device id (UUID v4), as a device generates on
+// first start.
+func NewDeviceID() string { return newUUID() }
+
+// changeLoop changes the light every ChangeEvery, as a sensor or a person
+// at the switch would; observers get a notification each time.
+func (d *Device) changeLoop(ctx context.Context) {
+	t := time.NewTicker(d.cfg.ChangeEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			state, power, _ := d.Light()
+			d.SetLight(!state, (power+1)%100)
+		}
+	}
 }
