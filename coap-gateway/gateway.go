@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/plgd-dev/go-coap/v3/message"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/ocfcloud/ocfcloud/internal/auth"
 	"github.com/ocfcloud/ocfcloud/internal/events"
+	"github.com/ocfcloud/ocfcloud/internal/leases"
 	"github.com/ocfcloud/ocfcloud/internal/ocf"
 	"github.com/ocfcloud/ocfcloud/internal/registryapi"
 )
@@ -54,8 +56,15 @@ type Config struct {
 	DeviceTimeout time.Duration
 	// MaxDeviceTimeout caps the timeout a command may ask for. Default 60 s.
 	MaxDeviceTimeout time.Duration
-	Logger           *slog.Logger
-	Now              func() time.Time
+	// ID names this gateway instance in its liveness lease and in the
+	// device_online events of its devices; default a random UUID.
+	ID string
+	// LeaseTTL is how long the lease lives without renewal; the registry
+	// marks the devices of an instance whose lease expired offline. Default
+	// leases.DefaultTTL.
+	LeaseTTL time.Duration
+	Logger   *slog.Logger
+	Now      func() time.Time
 }
 
 // Gateway serves device connections.
@@ -80,6 +89,9 @@ type Gateway struct {
 	sessions map[*client.Conn]*session
 
 	ready atomic.Bool
+
+	stopLease context.CancelFunc
+	leaseDone <-chan struct{}
 }
 
 // New starts listening on the configured addresses.
@@ -127,7 +139,24 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		sessions: map[*client.Conn]*session{},
 		adm:      newAdmission(cfg.Limits),
 	}
+	if g.cfg.ID == "" {
+		g.cfg.ID = uuid.NewString()
+	}
+	// The lease exists before any device can be online through this
+	// instance, so the registry never sees a device of an unknown gateway.
+	leaseKV, err := leases.Open(ctx, js, cfg.LeaseTTL, 0, false)
+	if err != nil {
+		return nil, fmt.Errorf("coap-gateway: %w", err)
+	}
+	leaseCtx, stopLease := context.WithCancel(context.Background())
+	if g.leaseDone, err = leases.Keep(leaseCtx, leaseKV, g.cfg.ID, cfg.LeaseTTL, g.log); err != nil {
+		stopLease()
+		return nil, fmt.Errorf("coap-gateway: %w", err)
+	}
+	g.stopLease = stopLease
+	g.log = g.log.With("gateway_id", g.cfg.ID)
 	if err := g.startCommands(); err != nil {
+		g.Close()
 		return nil, err
 	}
 	if cfg.Addr != "" {
@@ -218,6 +247,13 @@ func (g *Gateway) Close() {
 	case <-done:
 	case <-time.After(5 * time.Second):
 		g.log.Warn("closing with device events still unpublished")
+	}
+	// Last: a clean stop removes the lease; devices whose offline event did
+	// not make it are then marked offline by the registry.
+	if g.stopLease != nil {
+		g.stopLease()
+		<-g.leaseDone
+		g.stopLease = nil
 	}
 }
 

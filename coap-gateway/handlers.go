@@ -2,6 +2,7 @@ package coapgateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -217,7 +218,10 @@ func (g *Gateway) handleSession(w mux.ResponseWriter, r *mux.Message) {
 		respondError(w, codes.ServiceUnavailable, "sign-in: message bus unavailable, retry")
 		return
 	}
-	if err := s.publishNow(ctx, c.Subject, c.DeviceID, events.DeviceOnline, nil); err != nil {
+	online, _ := json.Marshal(events.OnlineContent{Gateway: g.cfg.ID})
+	if err := s.publishNow(ctx, c.Subject, c.DeviceID, events.DeviceOnline, func(e *events.Envelope) {
+		e.ContentType, e.Content = events.ContentTypeJSON, online
+	}); err != nil {
 		if signedIn, _, _ := s.identity(); !signedIn {
 			s.unsubscribeCommands()
 		}

@@ -63,8 +63,11 @@ func (d *device) view() registryapi.Device {
 }
 
 func (d *device) visibleTo(c registryapi.Caller) bool {
-	return c.Admin || (c.UserID != "" && c.UserID == d.doc.Owner)
+	return !d.gone() && (c.Admin || (c.UserID != "" && c.UserID == d.doc.Owner))
 }
+
+// gone reports whether the device was unregistered (a tombstone).
+func (d *device) gone() bool { return d.doc.UnregisteredSeq > 0 }
 
 // withContent adds the twin content of every published resource to v.
 func (d *device) withContent(v *registryapi.Device) {

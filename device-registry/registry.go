@@ -255,7 +255,8 @@ func (r *Registry) applied(e *events.Envelope) {
 func (r *Registry) known(deviceID string) bool {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.idx.devices[deviceID] != nil
+	d := r.idx.devices[deviceID]
+	return d != nil && !d.gone()
 }
 
 // flushTwins writes the newest content of each resource in one round of
@@ -340,14 +341,26 @@ func (r *Registry) apply(ctx context.Context, e *events.Envelope) error {
 	defer r.mu.Unlock()
 	d := r.idx.devices[e.DeviceID]
 	if e.Type == events.DeviceUnregistered {
-		if d == nil || e.Sequence < d.doc.RegisteredSeq {
+		if d != nil && (e.Sequence < d.doc.RegisteredSeq || e.Sequence <= d.doc.UnregisteredSeq) {
 			return nil
 		}
-		if err := r.store.deleteDevice(ctx, e.DeviceID, slices.Collect(maps.Keys(d.twin))); err != nil {
+		tomb := deviceDoc{ID: e.DeviceID, Owner: e.Owner, UnregisteredSeq: e.Sequence}
+		var hrefs []string
+		if d != nil {
+			tomb.Owner, tomb.RegisteredSeq = d.doc.Owner, d.doc.RegisteredSeq
+			hrefs = slices.Collect(maps.Keys(d.twin))
+		}
+		if err := r.store.forgetDevice(ctx, &tomb, hrefs); err != nil {
 			return err
 		}
-		delete(r.idx.devices, e.DeviceID)
+		r.idx.devices[e.DeviceID] = &device{doc: tomb, twin: map[string]*twinValue{}}
 		return nil
+	}
+	if d != nil && d.gone() {
+		if e.Type != events.DeviceRegistered || e.Sequence <= d.doc.UnregisteredSeq {
+			return nil // an event of a forgotten device, or older than its removal
+		}
+		d = nil // registered again: a new life
 	}
 	isNew := d == nil
 	if isNew {

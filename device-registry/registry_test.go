@@ -130,6 +130,31 @@ func TestRegistryBuildsTwinFromEventsAndKeepsItAcrossRestart(t *testing.T) {
 		_, err := h.cli.Get(ctx, registryapi.GetRequest{Caller: owned, DeviceID: di})
 		return errors.Is(err, registryapi.ErrNotFound)
 	})
+	// Late events of the forgotten device (a gateway that had not heard of
+	// the offboarding yet) do not bring it back…
+	h.publish(&events.Envelope{DeviceID: di, Owner: owner, Type: events.DeviceOnline})
+	h.publish(&events.Envelope{DeviceID: di, Owner: owner, Type: events.ResourceChanged, Href: "/light/1", ContentType: events.ContentTypeOCFCBOR, Content: light})
+	marker := "0d0e0a0d-0000-4000-8000-000000000001"
+	h.publish(&events.Envelope{DeviceID: marker, Owner: owner, Type: events.DeviceRegistered})
+	h.waitFor("marker registered", func() bool {
+		_, err := h.cli.Get(ctx, registryapi.GetRequest{Caller: owned, DeviceID: marker})
+		return err == nil
+	})
+	if _, err := h.cli.Get(ctx, registryapi.GetRequest{Caller: owned, DeviceID: di}); !errors.Is(err, registryapi.ErrNotFound) {
+		t.Fatalf("forgotten device came back: %v", err)
+	}
+	// …a new sign-up does, with nothing of its old life.
+	h.publish(&events.Envelope{DeviceID: di, Owner: owner, Type: events.DeviceRegistered})
+	h.waitFor("device registered again", func() bool {
+		d, err := h.cli.Get(ctx, registryapi.GetRequest{Caller: owned, DeviceID: di})
+		return err == nil && len(d.Links) == 0 && !d.Online
+	})
+	r2.Close()
+	r3 := start() // and the tombstone is durable: a restart keeps the device as it is
+	defer r3.Close()
+	if d, err := h.cli.Get(ctx, registryapi.GetRequest{Caller: owned, DeviceID: di}); err != nil || len(d.Links) != 0 {
+		t.Fatalf("after restart: %+v %v", d, err)
+	}
 }
 
 func TestMalformedQueryIsBadRequest(t *testing.T) {

@@ -26,6 +26,10 @@ type deviceDoc struct {
 	RegisteredSeq uint64     `bson:"registered_seq"`
 	Links         []ocf.Link `bson:"links"`
 	LinksSeq      uint64     `bson:"links_seq"`
+	// UnregisteredSeq marks a forgotten device (a tombstone): events older
+	// than a newer registration are ignored, so a late event cannot bring
+	// an offboarded device back.
+	UnregisteredSeq uint64 `bson:"unregistered_seq,omitempty"`
 }
 
 // twinValue is one resource's content in the twin KV bucket.
@@ -112,10 +116,13 @@ func (s *store) saveDevice(ctx context.Context, d *deviceDoc) error {
 	return nil
 }
 
-func (s *store) deleteDevice(ctx context.Context, deviceID string, hrefs []string) error {
-	if _, err := s.devices.DeleteOne(ctx, bson.M{"_id": deviceID}); err != nil {
-		return fmt.Errorf("delete device %s: %w", deviceID, err)
+// forgetDevice replaces the device's document with its tombstone and drops
+// its twin and online state.
+func (s *store) forgetDevice(ctx context.Context, tomb *deviceDoc, hrefs []string) error {
+	if err := s.saveDevice(ctx, tomb); err != nil {
+		return err
 	}
+	deviceID := tomb.ID
 	for _, h := range hrefs {
 		if err := s.twin.Purge(ctx, twinKey(deviceID, h)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 			return fmt.Errorf("delete twin %s%s: %w", deviceID, h, err)

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -63,7 +64,20 @@ func serveCmd() *cobra.Command {
 	f.BoolVar(&cfg.HTTPTLS, "http-tls", false, "serve HTTPS with a certificate from the dev CA")
 	f.StringVar(&cfg.AdvertiseCIS, "cis", "", "coap+tcp:// URL put into onboarding codes (default from --public-host and --coap-addr)")
 	f.StringVar(&cfg.AdvertiseCISSecure, "cis-secure", "", "coaps+tcp:// URL put into onboarding codes")
+	f.StringVar(&cfg.CoAPTLSCertFile, "coap-tls-cert", "", "gateway certificate for coaps+tcp (PEM, CN uuid:<cloud id>; default from the dev CA)")
+	f.StringVar(&cfg.CoAPTLSKeyFile, "coap-tls-key", "", "key of --coap-tls-cert")
+	f.StringVar(&cfg.DeviceCAFile, "device-ca", "", "PEM CAs that device identity certificates must chain to (default: the dev CA)")
+	f.IntVar(&cfg.GatewayLimits.MaxConnections, "max-connections", 0, "most concurrent device connections (default 100000)")
+	f.Float64Var(&cfg.GatewayLimits.ConnRatePerIP, "conn-rate-per-ip", 0, "new device connections per second from one address (default 50; negative disables)")
+	f.IntVar(&cfg.GatewayLimits.MaxPendingPerDevice, "max-pending-per-device", 0, "requests in flight to one device (default 16)")
+	f.DurationVar(&cfg.GatewayLimits.InactivityTimeout, "inactivity-timeout", 0, "drop a device connection silent this long (default 60s)")
 	f.StringSliceVar(&cfg.CORSOrigins, "cors-origins", nil, `origins allowed to call the HTTP API from a browser ("*" for any)`)
+	f.StringVar(&cfg.Webhooks.SecretsKeyFile, "webhook-secrets-key-file", "", "file with the key (64 hex chars or base64) that encrypts webhook signing secrets; the same on every c2c-api replica (default: generated once into <data-dir>/secrets.key)")
+	f.DurationVar(&cfg.Webhooks.RetryPeriod, "webhook-retry-period", 24*time.Hour, "how long a failing webhook delivery is retried before it is dropped (audit-logged)")
+	f.DurationVar(&cfg.Webhooks.Timeout, "webhook-timeout", 10*time.Second, "time limit of one webhook delivery attempt")
+	f.StringSliceVar(&cfg.Webhooks.AllowCIDRs, "webhook-allow-cidrs", nil, "address ranges webhooks may reach even when denied (e.g. 10.1.0.0/16)")
+	f.StringSliceVar(&cfg.Webhooks.DenyCIDRs, "webhook-deny-cidrs", nil, "address ranges webhooks may not reach, besides link-local and cloud metadata addresses (always denied unless allowed)")
+	f.BoolVar(&cfg.Webhooks.DenyPrivate, "webhook-deny-private", false, "also deny loopback and private ranges (recommended when the cloud runs next to internal services)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }

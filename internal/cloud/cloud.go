@@ -94,6 +94,11 @@ type Config struct {
 	// DeviceCAFile is a PEM file of CA certificates that device identity
 	// certificates must chain to on coaps+tcp; default the dev CA.
 	DeviceCAFile string
+	// CoAPTLSCertFile and CoAPTLSKeyFile are the gateway's certificate for
+	// coaps+tcp (CN uuid:<cloud id>, re-read when the files change);
+	// default one from the dev CA.
+	CoAPTLSCertFile string
+	CoAPTLSKeyFile  string
 	// Webhooks configures event subscriptions and webhook delivery. Without
 	// a SecretsKey, the key is read from (or created in) <DataDir>/secrets.key.
 	Webhooks c2capi.WebhookConfig
@@ -118,6 +123,12 @@ func (c *Config) Validate() error {
 	}
 	if c.PublicURL != "" && !strings.HasPrefix(c.PublicURL, "http://") && !strings.HasPrefix(c.PublicURL, "https://") {
 		errs = append(errs, fmt.Errorf("public URL %q must start with http:// or https://", c.PublicURL))
+	}
+	if (c.CoAPTLSCertFile == "") != (c.CoAPTLSKeyFile == "") {
+		errs = append(errs, errors.New("--coap-tls-cert and --coap-tls-key go together"))
+	}
+	if c.CoAPTLSCertFile != "" && c.DeviceCAFile == "" {
+		errs = append(errs, errors.New("--coap-tls-cert needs --device-ca (the CAs device certificates chain to)"))
 	}
 	if (c.HTTPTLSCertFile == "") != (c.HTTPTLSKeyFile == "") {
 		errs = append(errs, errors.New("--tls-cert and --tls-key go together"))
@@ -226,7 +237,9 @@ func New(ctx context.Context, cfg Config) (_ *Cloud, err error) {
 	// Calls between our own services (JWKS, token exchange) trust the cloud's
 	// CAs as well as the system's, so HTTPS with a private CA works.
 	c.httpClient = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: trust, MinVersion: tls.VersionTLS12}, MaxIdleConnsPerHost: 16,
+		// Every device sign-up and refresh is a call to authz: keep
+		// connections open under load.
+		TLSClientConfig: &tls.Config{RootCAs: trust, MinVersion: tls.VersionTLS12}, MaxIdleConns: 256, MaxIdleConnsPerHost: 256,
 	}}
 
 	natsURL := cfg.NATSURL
@@ -297,6 +310,8 @@ func New(ctx context.Context, cfg Config) (_ *Cloud, err error) {
 			Verifier: verifier,
 			Logger:   cfg.Logger,
 			Limits:   cfg.GatewayLimits,
+			// Trusts the cloud's CAs, for an authz behind HTTPS.
+			HTTPClient: c.httpClient,
 		}
 		if cfg.CoAPAddr != "-" {
 			gcfg.Addr = cfg.CoAPAddr
@@ -305,10 +320,20 @@ func New(ctx context.Context, cfg Config) (_ *Cloud, err error) {
 			gcfg.TLSAddr = cfg.CoAPSAddr
 			// OCF mutual TLS: the device certificate must chain to the
 			// device CA; the gateway checks its uuid:<di> against sign-in.
-			gcfg.TLS = c.Certs.ServerTLSConfig(tls.RequireAndVerifyClientCert)
-			if cfg.DeviceCAFile != "" {
-				if gcfg.TLS.ClientCAs, err = coapgateway.LoadCertPool(cfg.DeviceCAFile); err != nil {
-					return nil, err
+			if cfg.CoAPTLSCertFile != "" {
+				deviceCA := cfg.DeviceCAFile
+				if gcfg.TLS, _, err = certs.ServerTLSFromFiles(certs.FileTLSOptions{
+					CertFile: cfg.CoAPTLSCertFile, KeyFile: cfg.CoAPTLSKeyFile, ClientCAFile: deviceCA,
+					ClientAuth: tls.RequireAndVerifyClientCert, CloudID: c.Certs.CloudID,
+				}); err != nil {
+					return nil, fmt.Errorf("--coap-tls-cert: %w", err)
+				}
+			} else {
+				gcfg.TLS = c.Certs.ServerTLSConfig(tls.RequireAndVerifyClientCert)
+				if cfg.DeviceCAFile != "" {
+					if gcfg.TLS.ClientCAs, err = coapgateway.LoadCertPool(cfg.DeviceCAFile); err != nil {
+						return nil, err
+					}
 				}
 			}
 		}

@@ -18,7 +18,7 @@ var serviceNames = []string{"authz", "device-registry", "c2c-api", "coap-gateway
 // pendingServeFlags are flags the chart passes that `ocfcloud serve` is to
 // gain (cloud id and certificate files for distributed mode). Once serve.go
 // defines them this list is only documentation.
-var pendingServeFlags = []string{"coap-tls-cert", "coap-tls-key", "device-ca"}
+var pendingServeFlags = []string{}
 
 func TestChartLintsWithEveryCIValuesFile(t *testing.T) {
 	for _, f := range ciValuesFiles(t) {
