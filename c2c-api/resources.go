@@ -130,6 +130,10 @@ func (a *API) command(w http.ResponseWriter, r *http.Request, method string, con
 	case errors.Is(err, commands.ErrTimeout):
 		httpx.WriteProblem(w, http.StatusGatewayTimeout, "the device did not answer in time")
 		return
+	case errors.Is(err, commands.ErrUnavailable):
+		w.Header().Set("Retry-After", "5")
+		httpx.WriteProblem(w, http.StatusServiceUnavailable, "the message bus is unavailable; retry later")
+		return
 	case errors.Is(err, commands.ErrNoGateway):
 		w.Header().Set("Retry-After", "5")
 		httpx.WriteProblem(w, http.StatusServiceUnavailable, "the device is not connected")

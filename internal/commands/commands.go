@@ -66,6 +66,9 @@ const (
 var (
 	// ErrNoGateway means no gateway holds a connection to the device.
 	ErrNoGateway = errors.New("device not connected")
+	// ErrUnavailable means the message bus is down: nothing was sent, the
+	// caller may retry later.
+	ErrUnavailable = errors.New("message bus unavailable")
 	// ErrTimeout means the device did not answer in time.
 	ErrTimeout = errors.New("device did not answer in time")
 	// ErrBusy means the device has too many requests in flight.
@@ -83,6 +86,11 @@ func NewClient(nc *nats.Conn) *Client { return &Client{nc: nc} }
 
 // Do sends req to deviceID and waits for the answer (ctx bounds the wait).
 func (c *Client) Do(ctx context.Context, deviceID string, req *Request) (*Response, error) {
+	// While NATS is reconnecting a request would sit in the reconnect buffer
+	// until it times out; answering at once lets the caller say "retry".
+	if !c.nc.IsConnected() {
+		return nil, ErrUnavailable
+	}
 	if req.TimeoutMillis == 0 {
 		if dl, ok := ctx.Deadline(); ok {
 			req.TimeoutMillis = max(time.Until(dl).Milliseconds()-100, 1)

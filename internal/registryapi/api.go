@@ -144,6 +144,9 @@ func (c *Client) Resource(ctx context.Context, req ResourceRequest) (*Resource, 
 }
 
 func (c *Client) call(ctx context.Context, subject string, req, out any) error {
+	if !c.nc.IsConnected() {
+		return fmt.Errorf("%w: %s: not connected to NATS", ErrUnavailable, subject)
+	}
 	data, err := json.Marshal(req)
 	if err != nil {
 		return err
