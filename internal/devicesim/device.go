@@ -10,6 +10,7 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -45,7 +46,10 @@ const (
 // Config describes the device and the cloud it connects to; the fields are
 // the device's CoAPCloudConf resource (apn, cis, sid, at) plus simulator knobs.
 type Config struct {
-	CIS          string        // "coap+tcp://host:port" or "coaps+tcp://host:port"
+	// CIS is "coap+tcp://host:port" or "coaps+tcp://host:port"; a
+	// comma-separated list names several gateways, tried in turn whenever
+	// the device (re)connects.
+	CIS          string
 	APN          string        // auth provider name, sent as authprovider
 	SID          string        // cloud id (informational; logged)
 	AccessToken  string        // the onboarding code ("at")
@@ -65,7 +69,8 @@ type Config struct {
 // Device is a simulated OCF device. Its methods are safe for concurrent use.
 type Device struct {
 	cfg     Config
-	addr    string
+	addrs   []string
+	dials   int // dial attempts; picks the next address
 	useTLS  bool
 	piid    string
 	pi      string
@@ -98,19 +103,29 @@ type credentials struct {
 // New validates cfg and returns a device that has not connected yet.
 func New(cfg Config) (*Device, error) {
 	var errs []error
-	u, err := url.Parse(cfg.CIS)
-	addr, useTLS := "", false
-	switch {
-	case cfg.CIS == "":
+	var addrs []string
+	useTLS := false
+	if cfg.CIS == "" {
 		errs = append(errs, errors.New("cis is required"))
-	case err != nil:
-		errs = append(errs, fmt.Errorf("cis: %w", err))
-	case u.Scheme != "coap+tcp" && u.Scheme != "coaps+tcp":
-		errs = append(errs, fmt.Errorf("cis %q: scheme must be coap+tcp or coaps+tcp", cfg.CIS))
-	case u.Host == "" || u.Port() == "":
-		errs = append(errs, fmt.Errorf("cis %q: host and port are required", cfg.CIS))
-	default:
-		addr, useTLS = u.Host, u.Scheme == "coaps+tcp"
+	}
+	for i, one := range strings.Split(cfg.CIS, ",") {
+		if cfg.CIS == "" {
+			break
+		}
+		u, err := url.Parse(strings.TrimSpace(one))
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("cis: %w", err))
+		case u.Scheme != "coap+tcp" && u.Scheme != "coaps+tcp":
+			errs = append(errs, fmt.Errorf("cis %q: scheme must be coap+tcp or coaps+tcp", one))
+		case u.Host == "" || u.Port() == "":
+			errs = append(errs, fmt.Errorf("cis %q: host and port are required", one))
+		case i > 0 && (u.Scheme == "coaps+tcp") != useTLS:
+			errs = append(errs, fmt.Errorf("cis %q: every address must use the same scheme", one))
+		default:
+			addrs = append(addrs, u.Host)
+			useTLS = u.Scheme == "coaps+tcp"
+		}
 	}
 	if useTLS && cfg.TLS == nil {
 		errs = append(errs, errors.New("coaps+tcp needs a TLS config"))
@@ -141,7 +156,7 @@ func New(cfg Config) (*Device, error) {
 	}
 	return &Device{
 		cfg:       cfg,
-		addr:      addr,
+		addrs:     addrs,
 		useTLS:    useTLS,
 		piid:      newUUID(),
 		pi:        newUUID(),
@@ -199,9 +214,11 @@ func (d *Device) Run(ctx context.Context) error {
 // connectOnce runs one connection from dial to loss. online reports whether
 // the device got as far as publishing, which resets the backoff.
 func (d *Device) connectOnce(ctx context.Context) (online bool, err error) {
-	conn, err := d.dial(ctx)
+	addr := d.addrs[d.dials%len(d.addrs)]
+	d.dials++
+	conn, err := d.dial(ctx, addr)
 	if err != nil {
-		return false, fmt.Errorf("dial %s: %w", d.addr, err)
+		return false, fmt.Errorf("dial %s: %w", addr, err)
 	}
 	defer conn.Close()
 	d.log.Info("connected", "remote", conn.RemoteAddr().String())
@@ -219,7 +236,7 @@ func (d *Device) connectOnce(ctx context.Context) (online bool, err error) {
 	return true, d.keepAlive(ctx, conn)
 }
 
-func (d *Device) dial(ctx context.Context) (*client.Conn, error) {
+func (d *Device) dial(ctx context.Context, addr string) (*client.Conn, error) {
 	router := mux.NewRouter()
 	router.SetErrorHandler(func(err error) { d.log.Debug("coap router", "error", err) })
 	router.DefaultHandle(mux.HandlerFunc(d.serve))
@@ -239,7 +256,7 @@ func (d *Device) dial(ctx context.Context) (*client.Conn, error) {
 	if d.cfg.Dialer != nil {
 		opts = append(opts, options.WithDialer(d.cfg.Dialer))
 	}
-	conn, err := tcp.Dial(d.addr, opts...)
+	conn, err := tcp.Dial(addr, opts...)
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -67,4 +68,19 @@ func TestServicesRunSeparately(t *testing.T) {
 	waitFor(t, "twin updated", 20*time.Second, func() bool {
 		return lightOf(t, cli, di)["power"] == float64(21)
 	})
+}
+
+// TestDeviceTriesTheNextGateway gives the device two gateway addresses, the
+// first of them dead: the device moves on to the second and onboards.
+func TestDeviceTriesTheNextGateway(t *testing.T) {
+	c := startCloud(t, t.TempDir(), "127.0.0.1:0", "127.0.0.1:0", "-")
+	defer c.Close()
+	base := "http://" + c.HTTPAddr()
+	cli := &client{t: t, base: base, token: passwordToken(t, base, "")}
+	code := onboard(t, cli)
+	dead, _ := net.Listen("tcp", "127.0.0.1:0")
+	deadAddr := dead.Addr().String()
+	dead.Close() // nothing listens there any more
+	code.CIS = "coap+tcp://" + deadAddr + "," + code.CIS
+	runDevice(t, code, "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d")
 }
