@@ -21,7 +21,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(serveCmd(), deviceSimCmd(), benchCmd(), versionCmd())
+	root.AddCommand(serveCmd(), deviceSimCmd(), benchCmd(), infraCmd(), versionCmd())
 	root.AddCommand(certsCmd())
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "ocfcloud:", err)

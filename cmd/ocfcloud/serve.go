@@ -71,6 +71,8 @@ func serveCmd() *cobra.Command {
 	f.Float64Var(&cfg.GatewayLimits.ConnRatePerIP, "conn-rate-per-ip", 0, "new device connections per second from one address (default 50; negative disables)")
 	f.IntVar(&cfg.GatewayLimits.MaxPendingPerDevice, "max-pending-per-device", 0, "requests in flight to one device (default 16)")
 	f.DurationVar(&cfg.GatewayLimits.InactivityTimeout, "inactivity-timeout", 0, "drop a device connection silent this long (default 60s)")
+	f.IntVar(&cfg.StreamReplicas, "stream-replicas", 1, "replicas of the event stream and KV buckets (3 on a NATS cluster)")
+	f.DurationVar(&cfg.LeaseTTL, "lease-ttl", 0, "gateway liveness lease; devices of a gateway that stops renewing it go offline after this long (default 15s)")
 	f.StringSliceVar(&cfg.CORSOrigins, "cors-origins", nil, `origins allowed to call the HTTP API from a browser ("*" for any)`)
 	f.StringVar(&cfg.Webhooks.SecretsKeyFile, "webhook-secrets-key-file", "", "file with the key (64 hex chars or base64) that encrypts webhook signing secrets; the same on every c2c-api replica (default: generated once into <data-dir>/secrets.key)")
 	f.DurationVar(&cfg.Webhooks.RetryPeriod, "webhook-retry-period", 24*time.Hour, "how long a failing webhook delivery is retried before it is dropped (audit-logged)")

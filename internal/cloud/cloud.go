@@ -79,6 +79,12 @@ type Config struct {
 	// into onboarding codes (e.g. a load balancer in front of the gateways).
 	AdvertiseCIS       string
 	AdvertiseCISSecure string
+	// StreamReplicas is the replica count of the event stream and the KV
+	// buckets (3 on a NATS cluster); default 1.
+	StreamReplicas int
+	// LeaseTTL is the gateway liveness lease: devices of a gateway that
+	// stopped renewing it go offline after about this long. Default 15 s.
+	LeaseTTL time.Duration
 	// HTTPReadHeaderTimeout cuts off clients that do not finish their
 	// request headers (slowloris); default 10 s.
 	HTTPReadHeaderTimeout time.Duration
@@ -312,6 +318,7 @@ func New(ctx context.Context, cfg Config) (_ *Cloud, err error) {
 			Limits:   cfg.GatewayLimits,
 			// Trusts the cloud's CAs, for an authz behind HTTPS.
 			HTTPClient: c.httpClient,
+			LeaseTTL:   cfg.LeaseTTL,
 		}
 		if cfg.CoAPAddr != "-" {
 			gcfg.Addr = cfg.CoAPAddr
@@ -376,7 +383,8 @@ func New(ctx context.Context, cfg Config) (_ *Cloud, err error) {
 		c.authz.Register(mux)
 	}
 	if c.has(ServiceRegistry) {
-		if c.registry, err = registry.New(ctx, registry.Config{NATS: c.nc, DB: db, Logger: cfg.Logger, Stream: events.StreamOptions{}}); err != nil {
+		if c.registry, err = registry.New(ctx, registry.Config{NATS: c.nc, DB: db, Logger: cfg.Logger,
+			Stream: events.StreamOptions{Replicas: cfg.StreamReplicas}, KVReplicas: cfg.StreamReplicas, LeaseTTL: cfg.LeaseTTL}); err != nil {
 			return nil, err
 		}
 		c.closers = append(c.closers, c.registry.Close)

@@ -16,8 +16,15 @@ const Bucket = "OCFCLOUD_GATEWAYS"
 // DefaultTTL is how long a lease lives without renewal.
 const DefaultTTL = 15 * time.Second
 
-// Open creates or opens the lease bucket. Every user must pass the same ttl.
+// Open opens the lease bucket, creating it if it does not exist yet. An
+// existing bucket is used as it is, so processes started with different
+// settings do not reconfigure it under each other.
 func Open(ctx context.Context, js jetstream.JetStream, ttl time.Duration, replicas int, memory bool) (jetstream.KeyValue, error) {
+	if kv, err := js.KeyValue(ctx, Bucket); err == nil {
+		return kv, nil
+	} else if !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("lease bucket: %w", err)
+	}
 	if ttl <= 0 {
 		ttl = DefaultTTL
 	}
@@ -28,10 +35,13 @@ func Open(ctx context.Context, js jetstream.JetStream, ttl time.Duration, replic
 	if memory {
 		storage = jetstream.MemoryStorage
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket: Bucket, History: 1, TTL: ttl, Storage: storage, Replicas: replicas,
 		Description: "liveness leases of coap-gateway instances",
 	})
+	if errors.Is(err, jetstream.ErrBucketExists) { // created meanwhile by another process
+		return js.KeyValue(ctx, Bucket)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("lease bucket: %w", err)
 	}

@@ -22,6 +22,11 @@ type Ferret struct {
 // random loopback port. Only FerretDB's errors reach log: it reports routine
 // driver chatter (unknown commands such as endSessions) as warnings.
 func StartFerret(dir string, log *slog.Logger) (*Ferret, error) {
+	return StartFerretOn("127.0.0.1:0", dir, log)
+}
+
+// StartFerretOn is StartFerret listening on addr (host:port).
+func StartFerretOn(addr, dir string, log *slog.Logger) (*Ferret, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("embedded ferretdb: %w", err)
 	}
@@ -29,7 +34,7 @@ func StartFerret(dir string, log *slog.Logger) (*Ferret, error) {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	f, err := ferretdb.New(&ferretdb.Config{
-		Listener:  ferretdb.ListenerConfig{TCP: "127.0.0.1:0"},
+		Listener:  ferretdb.ListenerConfig{TCP: addr},
 		Handler:   "sqlite",
 		SQLiteURL: "file:" + dir + "/",
 		Logger:    slog.New(levelFilter{log.Handler(), slog.LevelError}),

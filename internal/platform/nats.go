@@ -3,6 +3,7 @@ package platform
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -15,6 +16,16 @@ type NATSOptions struct {
 	// Host and Port to listen on; Port -1 picks a random port.
 	Host string
 	Port int
+	// Name is the server's name, unique in a cluster; default
+	// "ocfcloud-embedded".
+	Name string
+	// Cluster settings join a JetStream cluster: this server listens for
+	// routes on ClusterHost:ClusterPort and dials Routes
+	// (nats://host:port). Empty ClusterName runs a single server.
+	ClusterName string
+	ClusterHost string
+	ClusterPort int
+	Routes      []string
 }
 
 // NATS is an embedded nats-server with JetStream.
@@ -30,8 +41,11 @@ func StartNATS(o NATSOptions) (*NATS, error) {
 	if o.Port == 0 {
 		o.Port = -1
 	}
-	srv, err := server.NewServer(&server.Options{
-		ServerName: "ocfcloud-embedded",
+	if o.Name == "" {
+		o.Name = "ocfcloud-embedded"
+	}
+	opts := &server.Options{
+		ServerName: o.Name,
 		Host:       o.Host,
 		Port:       o.Port,
 		JetStream:  true,
@@ -40,7 +54,14 @@ func StartNATS(o NATSOptions) (*NATS, error) {
 		NoSigs:     true,
 		// Room for event payloads with large resource representations.
 		MaxPayload: 8 << 20,
-	})
+	}
+	if o.ClusterName != "" {
+		opts.Cluster = server.ClusterOpts{Name: o.ClusterName, Host: o.ClusterHost, Port: o.ClusterPort}
+		if len(o.Routes) > 0 {
+			opts.Routes = server.RoutesFromStr(strings.Join(o.Routes, ","))
+		}
+	}
+	srv, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats: %w", err)
 	}
@@ -49,7 +70,7 @@ func StartNATS(o NATSOptions) (*NATS, error) {
 		srv.Shutdown()
 		return nil, errors.New("embedded nats: not ready after 10s")
 	}
-	if !srv.JetStreamEnabled() {
+	if o.ClusterName == "" && !srv.JetStreamEnabled() {
 		srv.Shutdown()
 		return nil, fmt.Errorf("embedded nats: JetStream did not start (store dir %q)", o.StoreDir)
 	}
