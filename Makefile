@@ -4,7 +4,7 @@ BIN      ?= bin/ocfcloud
 DATA_DIR ?= data
 ARGS     ?=
 
-.PHONY: help build run test lint fuzz clean
+.PHONY: help build run test cluster-test lint fuzz clean
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-8s %s\n", $$1, $$2}'
@@ -18,6 +18,10 @@ run: build ## Run every service with embedded NATS and FerretDB (data in ./data)
 test: ## go vet, then every test with the race detector
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+cluster-test: ## Separate processes on 127.0.0.x: 3-node NATS cluster, database, 2 gateways, 2 APIs; kills some
+	mkdir -p $(CURDIR)/test-output
+	$(GO) test -tags cluster -count=1 -timeout 10m -v -artifacts -outputdir $(CURDIR)/test-output ./test/cluster
 
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -3,6 +3,7 @@ package coapgateway
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -292,4 +293,12 @@ func init() {
 	def := message.CoapOptionDefs[message.URIQuery]
 	def.MaxLen = maxQueryOption
 	message.CoapOptionDefs[message.URIQuery] = def
+}
+
+// offline fills a device_offline event with this gateway's id, so the
+// registry ignores it when the device is meanwhile online through another
+// gateway (a fast reconnect can overtake the old connection's goodbye).
+func (g *Gateway) offline(reason string) func(*events.Envelope) {
+	content, _ := json.Marshal(events.OfflineContent{Gateway: g.cfg.ID, Reason: reason})
+	return func(e *events.Envelope) { e.ContentType, e.Content = events.ContentTypeJSON, content }
 }

@@ -152,7 +152,7 @@ func (s *session) close() {
 	s.mu.Unlock()
 	s.cancel()
 	if wasSignedIn {
-		s.enqueue(uid, di, events.DeviceOffline, nil)
+		s.enqueue(uid, di, events.DeviceOffline, s.g.offline("disconnected"))
 	}
 	s.qmu.Lock()
 	s.closed = true
@@ -250,7 +250,7 @@ func (s *session) signOut() {
 	s.unsubscribeLocked()
 	s.mu.Unlock()
 	cancelObservations(obs)
-	s.enqueue(uid, di, events.DeviceOffline, nil)
+	s.enqueue(uid, di, events.DeviceOffline, s.g.offline("signed_out"))
 }
 
 func cancelObservations(obs map[string]mux.Observation) {

@@ -423,6 +423,12 @@ func (r *Registry) apply(ctx context.Context, e *events.Envelope) error {
 				v.Gateway = c.Gateway
 			}
 		}
+		if !v.Online && len(e.Content) > 0 && d.online.Online && d.online.Gateway != "" {
+			var c events.OfflineContent
+			if json.Unmarshal(e.Content, &c) == nil && c.Gateway != "" && c.Gateway != d.online.Gateway {
+				return nil // the device moved to another gateway meanwhile
+			}
+		}
 		if err := r.store.saveOnline(ctx, e.DeviceID, &v); err != nil {
 			return err
 		}

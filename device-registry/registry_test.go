@@ -217,3 +217,34 @@ func TestDevicesOfALostGatewayGoOffline(t *testing.T) {
 	online("dev-a", "gw-live")
 	h.waitFor("dev-a back online", func() bool { return isOnline("dev-a") })
 }
+
+func TestGoodbyeFromAnOldGatewayDoesNotTakeAMovedDeviceOffline(t *testing.T) {
+	h, start := newHarness(t)
+	r := start()
+	defer r.Close()
+	ctx := context.Background()
+	const di = "3c4d5e6f-7a8b-4c9d-8e0f-1a2b3c4d5e6f"
+	online, _ := json.Marshal(events.OnlineContent{Gateway: "gw-b"})
+	h.publish(&events.Envelope{DeviceID: di, Owner: "u", Type: events.DeviceOnline, ContentType: events.ContentTypeJSON, Content: online})
+	// Gateway A's offline event for the old connection arrives after the
+	// device is online through B, with a newer sequence (another clock).
+	bye, _ := json.Marshal(events.OfflineContent{Gateway: "gw-a", Reason: "disconnected"})
+	h.publish(&events.Envelope{DeviceID: di, Owner: "u", Type: events.DeviceOffline, ContentType: events.ContentTypeJSON, Content: bye})
+	marker := "3c4d5e6f-0000-4000-8000-000000000000"
+	h.publish(&events.Envelope{DeviceID: marker, Owner: "u", Type: events.DeviceRegistered})
+	admin := registryapi.Caller{Admin: true}
+	h.waitFor("marker applied", func() bool {
+		_, err := h.cli.Get(ctx, registryapi.GetRequest{Caller: admin, DeviceID: marker})
+		return err == nil
+	})
+	if d, err := h.cli.Get(ctx, registryapi.GetRequest{Caller: admin, DeviceID: di}); err != nil || !d.Online {
+		t.Fatalf("device taken offline by the old gateway: %+v %v", d, err)
+	}
+	// B's own goodbye does take it offline.
+	byeB, _ := json.Marshal(events.OfflineContent{Gateway: "gw-b", Reason: "disconnected"})
+	h.publish(&events.Envelope{DeviceID: di, Owner: "u", Type: events.DeviceOffline, ContentType: events.ContentTypeJSON, Content: byeB})
+	h.waitFor("offline through its own gateway", func() bool {
+		d, err := h.cli.Get(ctx, registryapi.GetRequest{Caller: admin, DeviceID: di})
+		return err == nil && !d.Online
+	})
+}

@@ -28,8 +28,8 @@ func (r *Registry) sweepLoop(ctx context.Context) {
 }
 
 type orphan struct {
-	deviceID, owner string
-	onlineSeq       uint64
+	deviceID, owner, gateway string
+	onlineSeq                uint64
 }
 
 func (r *Registry) sweep(ctx context.Context, pending map[string]uint64) {
@@ -44,7 +44,7 @@ func (r *Registry) sweep(ctx context.Context, pending map[string]uint64) {
 	r.mu.RLock()
 	for di, d := range r.idx.devices {
 		if d.online.Online && d.online.Gateway != "" && !alive[d.online.Gateway] && pending[di] != d.online.Sequence {
-			orphans = append(orphans, orphan{di, d.doc.Owner, d.online.Sequence})
+			orphans = append(orphans, orphan{di, d.doc.Owner, d.online.Gateway, d.online.Sequence})
 		}
 	}
 	for di, seq := range pending {
@@ -53,8 +53,8 @@ func (r *Registry) sweep(ctx context.Context, pending map[string]uint64) {
 		}
 	}
 	r.mu.RUnlock()
-	content, _ := json.Marshal(events.OfflineContent{Reason: "gateway_lost"})
 	for _, o := range orphans {
+		content, _ := json.Marshal(events.OfflineContent{Gateway: o.gateway, Reason: "gateway_lost"})
 		e := &events.Envelope{DeviceID: o.deviceID, Owner: o.owner, Type: events.DeviceOffline, Sequence: r.seq.Next(),
 			Time: r.cfg.Now().UTC(), ContentType: events.ContentTypeJSON, Content: content}
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)

@@ -384,7 +384,7 @@ func New(ctx context.Context, cfg Config) (_ *Cloud, err error) {
 	}
 	if c.has(ServiceRegistry) {
 		if c.registry, err = registry.New(ctx, registry.Config{NATS: c.nc, DB: db, Logger: cfg.Logger,
-			Stream: events.StreamOptions{Replicas: cfg.StreamReplicas}, KVReplicas: cfg.StreamReplicas, LeaseTTL: cfg.LeaseTTL}); err != nil {
+			Stream: events.StreamOptions{Replicas: cfg.StreamReplicas, Owner: true}, KVReplicas: cfg.StreamReplicas, LeaseTTL: cfg.LeaseTTL}); err != nil {
 			return nil, err
 		}
 		c.closers = append(c.closers, c.registry.Close)
@@ -393,6 +393,9 @@ func New(ctx context.Context, cfg Config) (_ *Cloud, err error) {
 		c2cCfg := c2capi.Config{Verifier: verifier, NATS: c.nc, Logger: cfg.Logger, DB: db, Webhooks: cfg.Webhooks}
 		if c.registry != nil && !cfg.RegistryOverNATS {
 			c2cCfg.Registry = c.registry // same process: no network hop
+		}
+		if c2cCfg.Webhooks.StreamReplicas == 0 {
+			c2cCfg.Webhooks.StreamReplicas = cfg.StreamReplicas
 		}
 		// Signing secrets are encrypted with a key kept out of the database:
 		// a given file (every replica the same), else one generated once

@@ -22,6 +22,10 @@ type OnlineContent struct {
 
 // OfflineContent is the JSON content of a device_offline event.
 type OfflineContent struct {
+	// Gateway is the instance whose connection ended (or whose lease
+	// expired); consumers ignore the event when the device is online through
+	// another gateway by now.
+	Gateway string `json:"gateway,omitempty"`
 	// Reason is "disconnected", "signed_out", "token_expired" or
 	// "gateway_lost" (the gateway's lease expired).
 	Reason string `json:"reason,omitempty"`

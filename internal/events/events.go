@@ -115,6 +115,10 @@ type StreamOptions struct {
 	MaxBytes int64         // default unlimited (-1)
 	Replicas int           // default 1; 3 in production clusters
 	Memory   bool          // memory storage instead of file (tests)
+	// Owner applies these options to an existing stream too. Only the
+	// registry owns the stream; every other process uses it as it finds it,
+	// so a process with default options cannot shrink a replicated stream.
+	Owner bool
 }
 
 // EnsureStream creates or updates the event stream.
@@ -131,6 +135,13 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, o StreamOptions) 
 	storage := jetstream.FileStorage
 	if o.Memory {
 		storage = jetstream.MemoryStorage
+	}
+	if !o.Owner {
+		if s, err := js.Stream(ctx, StreamName); err == nil {
+			return s, nil
+		} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return nil, fmt.Errorf("event stream: %w", err)
+		}
 	}
 	s, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:       StreamName,
