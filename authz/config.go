@@ -8,6 +8,10 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/ocfcloud/ocfcloud/internal/auth"
 )
 
 // OnboardingInfo is what a device needs besides its code to reach the cloud;
@@ -37,6 +41,15 @@ type Config struct {
 	// RefreshTokenTTL is the sliding lifetime of user refresh tokens; default
 	// 1h. Device refresh tokens never expire; they are rotated on use.
 	RefreshTokenTTL time.Duration
+	// RefreshReuseGrace is how long after a rotation the old refresh token
+	// may be presented again without revoking its chain (a concurrent retry
+	// of the client); default 10s, negative means none.
+	RefreshReuseGrace time.Duration
+	// RefreshLimitPerClient and RefreshLimitPerUser bound the live refresh
+	// tokens of a user with one client and across clients; past a limit
+	// the oldest stops working. Defaults 10 and 50. Device tokens are exempt.
+	RefreshLimitPerClient int
+	RefreshLimitPerUser   int
 	// OnboardingCodeTTL is the lifetime of onboarding codes; default 10m.
 	OnboardingCodeTTL time.Duration
 	// AdminPassword is used only when the user "admin" does not exist yet;
@@ -44,10 +57,34 @@ type Config struct {
 	AdminPassword string
 	// Onboarding is returned with every onboarding code.
 	Onboarding OnboardingInfo
+	// PortalRedirectURIs are where the built-in portal client may be sent
+	// back to; default Issuer+"/", where package portal serves it. They are
+	// the operator's, so plain http on other hosts is allowed here (an
+	// issuer on a LAN address), unlike for app registrations.
+	PortalRedirectURIs []string
 	// Now is used for every expiry decision; default time.Now.
 	Now func() time.Time
 	// Logger receives operational logs, never secrets; default discards.
 	Logger *slog.Logger
+
+	// NATS, when set, carries revocations (auth.RevokedSubject) to every
+	// resource server and app changes to other authz replicas. Without it
+	// revocations still reach this process's verifier and, through MongoDB,
+	// every verifier that starts later.
+	NATS *nats.Conn
+	// Verifier checks Bearer tokens on authz's own endpoints. Pass the
+	// process's shared verifier so a revocation takes effect in it at once;
+	// default a new one following NATS and the database.
+	Verifier *auth.Verifier
+
+	// TokenRateIP and TokenBurstIP limit token, revocation and introspection
+	// requests per source IP; default 20/s with bursts of 40. TokenRateClient
+	// and TokenBurstClient limit them per authenticated client; default 50/s
+	// with bursts of 100. A negative rate switches the limit off (benchmarks).
+	TokenRateIP      float64
+	TokenBurstIP     int
+	TokenRateClient  float64
+	TokenBurstClient int
 }
 
 const (
@@ -56,6 +93,10 @@ const (
 	defaultRefreshTokenTTL      = time.Hour
 	defaultOnboardingCodeTTL    = 10 * time.Minute
 	defaultAPN                  = "ocfcloud"
+
+	defaultRefreshReuseGrace     = 10 * time.Second
+	defaultRefreshLimitPerClient = 10
+	defaultRefreshLimitPerUser   = 50
 )
 
 // withDefaults returns cfg with defaults filled in, or every problem found.
@@ -97,14 +138,42 @@ func (cfg Config) withDefaults() (Config, error) {
 	if err := errors.Join(errs...); err != nil {
 		return cfg, fmt.Errorf("authz config: %w", err)
 	}
+	switch {
+	case cfg.RefreshReuseGrace == 0:
+		cfg.RefreshReuseGrace = defaultRefreshReuseGrace
+	case cfg.RefreshReuseGrace < 0:
+		cfg.RefreshReuseGrace = 0
+	}
+	if cfg.RefreshLimitPerClient <= 0 {
+		cfg.RefreshLimitPerClient = defaultRefreshLimitPerClient
+	}
+	if cfg.RefreshLimitPerUser <= 0 {
+		cfg.RefreshLimitPerUser = defaultRefreshLimitPerUser
+	}
 	if cfg.JWKSURL == "" {
 		cfg.JWKSURL = cfg.Issuer + jwksPath
+	}
+	if len(cfg.PortalRedirectURIs) == 0 {
+		cfg.PortalRedirectURIs = []string{cfg.Issuer + "/"}
 	}
 	if cfg.Onboarding.APN == "" {
 		cfg.Onboarding.APN = defaultAPN
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	for _, l := range []struct {
+		r      *float64
+		b      *int
+		dr     float64
+		dburst int
+	}{{&cfg.TokenRateIP, &cfg.TokenBurstIP, 20, 40}, {&cfg.TokenRateClient, &cfg.TokenBurstClient, 50, 100}} {
+		if *l.r == 0 {
+			*l.r = l.dr
+		}
+		if *l.b <= 0 {
+			*l.b = l.dburst
+		}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))

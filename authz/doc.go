@@ -1,11 +1,15 @@
 // Package authz is the OAuth 2.0 / OpenID Connect authorization server of
-// ocfcloud. It owns the users and their argon2id password hashes, the
-// built-in OAuth clients (ocfcloud-cli for people and scripts, ocfcloud-device
-// for the coap-gateway acting on behalf of devices), the single-use onboarding
-// codes that the portal hands out, the refresh tokens (stored only as SHA-256
-// hashes and rotated on every use) and the ES256 signing keys, which it
-// publishes through OIDC discovery and a JWKS so that every resource server can
-// verify access tokens locally with package internal/auth.
+// ocfcloud. It owns the users and their argon2id password hashes, the OAuth
+// clients (the built-in ocfcloud-cli and ocfcloud-device, and the app
+// registrations of users, with SHA-256-hashed and AES-GCM-sealed secrets),
+// authorization codes, consents and sign-in sessions, refresh-token chains
+// (stored as hashes, rotated on every use, reuse revokes the chain),
+// admin-issued opaque access tokens, onboarding codes, the ES256 signing
+// keys (published through OIDC discovery and a JWKS), the revocation list
+// that every resource server follows through package internal/auth, and the
+// audit log. It serves the OAuth endpoints, the login and consent pages and
+// the management API under /api/v1 (apps, users, audit); docs/AUTHZ.md
+// explains the choices.
 //
 // It must not hold device or registry logic: it binds an onboarding code to a
 // device id and puts that id into the device's tokens, but it does not know

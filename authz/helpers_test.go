@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -25,6 +27,13 @@ const (
 	deviceClient  = "ocfcloud-device"
 	defaultScope  = "r:deviceinformation:* r:resources:* w:resources:* w:subscriptions:*"
 )
+
+func TestMain(m *testing.M) {
+	// Production argon2id costs ~50 ms a login, far more under -race; the
+	// hash format and its checks are tested in password_test.go.
+	authz.UseCheapPasswordHashing()
+	os.Exit(m.Run())
+}
 
 // clock is the injected time source; tests move it instead of sleeping.
 type clock struct {
@@ -77,6 +86,9 @@ func startCloud(t *testing.T, db *mongo.Database, clk *clock, edit func(*authz.C
 			CloudCAPEM: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
 		},
 	}
+	if os.Getenv("AUTHZ_LOG") != "" {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	if edit != nil {
 		edit(&cfg)
 	}
@@ -84,6 +96,7 @@ func startCloud(t *testing.T, db *mongo.Database, clk *clock, edit func(*authz.C
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(srv.Close)
 	srv.Register(mux)
 	return &cloud{t: t, db: db, srv: srv, url: ts.URL, clock: clk}
 }

@@ -126,6 +126,10 @@ func (s *Server) codeGrant(ctx context.Context, req tokenRequest) ([]byte, *oaut
 	}
 	e.answer, e.deviceID, e.expiresAt = body, deviceID, doc.ExpiresAt
 	used := *doc
+	// A new _id: re-inserting the claimed _id would let a concurrent claim
+	// that read the code before our delete delete the used record instead
+	// and count as a second winner (FerretDB deletes by _id after reading).
+	used.Hash = doc.Hash + ":used"
 	used.DeviceID = deviceID
 	usedAt := now.UTC()
 	used.UsedAt = &usedAt

@@ -7,6 +7,7 @@ import (
 )
 
 func TestPasswordHashIsPHCArgon2id(t *testing.T) {
+	defer setArgonCost(setArgonCost(argonMemoryKiB, argonTime))
 	h, err := hashPassword("s3cret-passw0rd")
 	if err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@ package authz_test
 import (
 	"net/http"
 	"net/url"
-	"sync"
 	"testing"
 	"time"
 )
@@ -76,24 +75,4 @@ func TestDeviceRefreshTokenNeverExpiresAndIsBoundToDevice(t *testing.T) {
 		t.Fatalf("claims %+v", claims)
 	}
 	expectOAuthError(t, c.postToken(refreshForm(deviceClient, signUp.RefreshToken, deviceA)), http.StatusBadRequest, "invalid_grant")
-}
-
-func TestConcurrentRefreshHasOneWinner(t *testing.T) {
-	c := startCloud(t, nil, nil, nil)
-	tok := c.mustLogin("admin", adminPassword, "offline_access").RefreshToken
-	const n = 20
-	replies := make([]tokenReply, n)
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			replies[i] = c.postToken(refreshForm(cliClient, tok, ""))
-		}()
-	}
-	close(start)
-	wg.Wait()
-	expectOneWinner(t, replies)
 }

@@ -33,7 +33,13 @@ type user struct {
 	Role         string    `bson:"role"`
 	Disabled     bool      `bson:"disabled"`
 	CreatedAt    time.Time `bson:"created_at"`
+	// TokensValidAfter: the user's access tokens issued at or before it are
+	// revoked (disabled, or the role changed).
+	TokensValidAfter time.Time `bson:"tokens_valid_after,omitempty"`
 }
+
+// errInvalidUser wraps the validation problems of CreateUser.
+var errInvalidUser = errors.New("invalid user")
 
 // CreateUser creates a user with role "admin" or "user" and returns its id.
 // It returns ErrUserExists when the username is taken.
@@ -49,7 +55,7 @@ func (s *Server) CreateUser(ctx context.Context, username, password, role string
 		errs = append(errs, fmt.Errorf("role must be %q or %q", auth.RoleAdmin, RoleUser))
 	}
 	if err := errors.Join(errs...); err != nil {
-		return "", fmt.Errorf("create user %q: %w", username, err)
+		return "", fmt.Errorf("%w: %w", errInvalidUser, err)
 	}
 	hash, err := hashPassword(password)
 	if err != nil {
@@ -74,7 +80,8 @@ func (s *Server) CreateUser(ctx context.Context, username, password, role string
 
 // authenticate returns the enabled user with that username and password. An
 // unknown user costs one argon2id verification like a known one, so timing
-// does not reveal which usernames exist.
+// does not reveal which usernames exist. With errUnauthenticated it returns
+// the user if the username exists (for the audit log; never show it).
 func (s *Server) authenticate(ctx context.Context, username, password string) (*user, error) {
 	if len(password) > maxPasswordLen {
 		return nil, errUnauthenticated
@@ -93,7 +100,7 @@ func (s *Server) authenticate(ctx context.Context, username, password string) (*
 		return nil, fmt.Errorf("user %s: %w", u.ID, err)
 	}
 	if !ok || u.Disabled {
-		return nil, errUnauthenticated
+		return &u, errUnauthenticated
 	}
 	return &u, nil
 }

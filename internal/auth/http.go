@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 
 	"github.com/ocfcloud/ocfcloud/internal/httpx"
@@ -29,6 +30,12 @@ func (v *Verifier) Require(next http.Handler, scopes ...string) http.Handler {
 			return
 		}
 		c, err := v.Verify(r.Context(), raw)
+		var expired *ExpiredTokenError
+		if errors.As(err, &expired) {
+			use := expired.Use
+			use.SourceIP = sourceIP(r)
+			v.reportExpired(use)
+		}
 		if err != nil {
 			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token", error_description="the access token is invalid or expired"`)
 			httpx.WriteProblem(w, http.StatusUnauthorized, "the access token is invalid or expired")
@@ -47,3 +54,12 @@ func (v *Verifier) Require(next http.Handler, scopes ...string) http.Handler {
 
 // IsNoToken reports whether err means the request carried no token.
 func IsNoToken(err error) bool { return errors.Is(err, ErrNoToken) }
+
+// sourceIP is the peer address of r, for the audit log.
+func sourceIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}

@@ -192,6 +192,11 @@ func (v *Verifier) startRevocations(ctx context.Context, nc *nats.Conn, db *mong
 			return
 		}
 		v.subs = append(v.subs, sub)
+		if err := v.subscribeTokens(nc); err != nil {
+			v.startErr = err
+			close(v.ready)
+			return
+		}
 	}
 	if db == nil {
 		close(v.ready)
@@ -201,13 +206,7 @@ func (v *Verifier) startRevocations(ctx context.Context, nc *nats.Conn, db *mong
 		defer close(v.ready)
 		backoff := 100 * time.Millisecond
 		for {
-			lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			list, err := LoadRevocations(lctx, db.Collection(RevocationsCollection), v.now())
-			cancel()
-			if err == nil {
-				for _, r := range list {
-					v.Revoke(r)
-				}
+			if v.loadStored(ctx, db) == nil {
 				return
 			}
 			select {
@@ -221,10 +220,27 @@ func (v *Verifier) startRevocations(ctx context.Context, nc *nats.Conn, db *mong
 	}()
 }
 
+// loadStored loads the stored revocations and admin-issued tokens.
+func (v *Verifier) loadStored(ctx context.Context, db *mongo.Database) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	list, err := LoadRevocations(ctx, db.Collection(RevocationsCollection), v.now())
+	if err != nil {
+		return err
+	}
+	for _, r := range list {
+		v.Revoke(r)
+	}
+	return v.opaque.load(ctx, db, v.now())
+}
+
 // Revoke adds r to the local revoked set. authz calls it directly for its
 // own verifier; other processes get it through RevokedSubject.
 func (v *Verifier) Revoke(r Revocation) {
 	v.revoked.add(r, v.now())
+	if r.TokenHash != "" && v.opaque != nil {
+		v.opaque.drop(r.TokenHash)
+	}
 }
 
 // RevokedCount is the number of revocations held in memory, for metrics and

@@ -61,25 +61,39 @@ type Verifier struct {
 	revoked *revocations
 
 	// Set by WithRevocations.
-	ready    chan struct{} // closed when the stored revocations are loaded
-	startErr error         // written before ready is closed
-	subs     []*nats.Subscription
+	ready     chan struct{} // closed when the stored revocations are loaded
+	startErr  error         // written before ready is closed
+	subs      []*nats.Subscription
+	opaque    *opaqueTokens
+	nc        *nats.Conn
+	db        *mongo.Database
+	onExpired func(ExpiredTokenUse)
+	stop      context.CancelFunc
 }
 
 // Option configures a Verifier.
 type Option func(*verifierOptions)
 
 type verifierOptions struct {
-	nc *nats.Conn
-	db *mongo.Database
+	nc        *nats.Conn
+	db        *mongo.Database
+	onExpired func(ExpiredTokenUse)
 }
 
-// WithRevocations makes the verifier follow authz's revocations: it
-// subscribes to RevokedSubject on nc and loads the stored set from db
-// (collection RevocationsCollection) at start. Either may be nil. Until the
-// stored set is loaded, Verify waits (fails closed).
+// WithRevocations makes the verifier follow authz: it subscribes to
+// RevokedSubject and TokensSubject on nc and loads the stored revocations
+// and admin-issued tokens from db at start, so it also accepts those opaque
+// tokens. Either may be nil. Until the stored state is loaded, Verify waits
+// (fails closed).
 func WithRevocations(nc *nats.Conn, db *mongo.Database) Option {
 	return func(o *verifierOptions) { o.nc, o.db = nc, db }
+}
+
+// OnExpiredToken is called when a request carries an expired admin-issued
+// token and the verifier has no NATS connection to report it on
+// ExpiredUseSubject. authz uses it to write the audit log.
+func OnExpiredToken(f func(ExpiredTokenUse)) Option {
+	return func(o *verifierOptions) { o.onExpired = f }
 }
 
 // NewVerifier verifies tokens of issuer, fetching keys from jwksURL (which may
@@ -104,16 +118,27 @@ func NewVerifier(ctx context.Context, issuer, jwksURL string, now func() time.Ti
 		now:     now,
 		revoked: newRevocations(),
 	}
+	v.onExpired = o.onExpired
 	if o.nc != nil || o.db != nil {
-		v.startRevocations(ctx, o.nc, o.db)
+		v.nc, v.db = o.nc, o.db
+		v.opaque = newOpaqueTokens()
+		bg, stop := context.WithCancel(ctx)
+		v.stop = stop
+		v.startRevocations(bg, o.nc, o.db)
+		if o.db != nil {
+			go v.flushLoop(bg)
+		}
 	}
 	return v
 }
 
-// Close stops following revocations.
+// Close stops following authz and writes pending last-used times.
 func (v *Verifier) Close() {
 	for _, s := range v.subs {
 		_ = s.Unsubscribe()
+	}
+	if v.stop != nil {
+		v.stop()
 	}
 }
 
@@ -122,6 +147,9 @@ func (v *Verifier) Close() {
 func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
 	if err := v.waitReady(ctx); err != nil {
 		return nil, fmt.Errorf("verify token: %w", err)
+	}
+	if isOpaque(raw) {
+		return v.verifyOpaque(raw)
 	}
 	tok, err := v.v.Verify(ctx, raw)
 	if err != nil {

@@ -53,10 +53,9 @@ func TestServicesRunSeparately(t *testing.T) {
 	const di = "5a0c3e1f-8b2d-4c6e-9f1a-3d5b7c9e1f20"
 	dev, _ := runDevice(t, code, di)
 
-	waitFor(t, "device online through the API half", 20*time.Second, func() bool {
-		var d c2cDevice
-		cli.getJSON("/api/v1/devices/"+di, http.StatusOK, &d)
-		return d.Status == "online"
+	waitFor(t, "device online with its links through the API half", 20*time.Second, func() bool {
+		resp, body := cli.do(http.MethodGet, "/api/v1/devices/"+di, nil, "")
+		return resp.StatusCode == http.StatusOK && strings.Contains(string(body), `"status":"online"`) && strings.Contains(string(body), "/light/1")
 	})
 	resp, body := cli.do(http.MethodPost, "/api/v1/devices/"+di+"/light/1", strings.NewReader(`{"state":true,"power":21}`), "application/json")
 	if resp.StatusCode != http.StatusOK {
