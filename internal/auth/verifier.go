@@ -2,11 +2,13 @@ package auth
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -69,6 +71,12 @@ type Verifier struct {
 	db        *mongo.Database
 	onExpired func(ExpiredTokenUse)
 	stop      context.CancelFunc
+
+	// verified caches the claims of tokens whose signature was checked, so a
+	// client that calls again with the same token costs a map lookup instead
+	// of an ES256 verification. Expiry and revocation are checked on every
+	// use all the same.
+	verified verifiedCache
 }
 
 // Option configures a Verifier.
@@ -151,6 +159,18 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
 	if isOpaque(raw) {
 		return v.verifyOpaque(raw)
 	}
+	key := sha256.Sum256([]byte(raw))
+	if c := v.verified.get(key); c != nil {
+		if !v.clock().Before(c.ExpiresAt) {
+			v.verified.drop(key)
+			return nil, errors.New("verify token: oidc: token is expired")
+		}
+		if v.revoked.revoked(c) {
+			return nil, fmt.Errorf("verify token: %w", ErrRevoked)
+		}
+		cp := *c
+		return &cp, nil
+	}
 	tok, err := v.v.Verify(ctx, raw)
 	if err != nil {
 		return nil, fmt.Errorf("verify token: %w", err)
@@ -166,7 +186,58 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
 	if v.revoked.revoked(&c) {
 		return nil, fmt.Errorf("verify token: %w", ErrRevoked)
 	}
+	if !c.ExpiresAt.IsZero() {
+		cached := c
+		v.verified.put(key, &cached)
+	}
 	return &c, nil
+}
+
+func (v *Verifier) clock() time.Time {
+	if v.now != nil {
+		return v.now()
+	}
+	return time.Now()
+}
+
+// maxVerified bounds the cache: about 100 bytes of claims per token.
+const maxVerified = 10000
+
+type verifiedCache struct {
+	mu sync.RWMutex
+	m  map[[32]byte]*Claims
+}
+
+func (c *verifiedCache) get(k [32]byte) *Claims {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.m[k]
+}
+
+func (c *verifiedCache) put(k [32]byte, claims *Claims) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = make(map[[32]byte]*Claims)
+	}
+	if len(c.m) >= maxVerified {
+		// Full: forget an arbitrary tenth. Map order is random, and a
+		// forgotten token is only verified again, never wrongly accepted.
+		n := 0
+		for old := range c.m {
+			delete(c.m, old)
+			if n++; n >= maxVerified/10 {
+				break
+			}
+		}
+	}
+	c.m[k] = claims
+}
+
+func (c *verifiedCache) drop(k [32]byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, k)
 }
 
 // BearerToken returns the token of the Authorization header. Tokens in the
