@@ -7,6 +7,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/ocfcloud/ocfcloud/internal/auth"
 	"github.com/ocfcloud/ocfcloud/internal/commands"
@@ -28,6 +29,11 @@ type Config struct {
 	// CommandTimeout bounds a live request to a device; default 10 s.
 	CommandTimeout time.Duration
 	Now            func() time.Time
+	// DB stores event subscriptions; without it the subscription routes
+	// answer 503 and no webhooks are delivered.
+	DB *mongo.Database
+	// Webhooks configures subscriptions and webhook delivery.
+	Webhooks WebhookConfig
 }
 
 // API is the C2C REST API.
@@ -38,6 +44,7 @@ type API struct {
 	commands *commands.Client
 	pub      *events.Publisher
 	seq      *events.Sequencer
+	webhooks *Dispatcher
 }
 
 // New returns the API.
@@ -58,14 +65,18 @@ func New(cfg Config) (*API, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &API{
+	a := &API{
 		cfg:      cfg,
 		log:      cfg.Logger.With("service", "c2c-api"),
 		registry: cfg.Registry,
 		commands: commands.NewClient(cfg.NATS),
 		pub:      events.NewPublisher(js),
 		seq:      events.NewSequencer(cfg.Now),
-	}, nil
+	}
+	if err := a.startWebhooks(); err != nil {
+		return nil, err
+	}
+	return a, nil
 }
 
 // route is one endpoint; the table is also what the OpenAPI test checks.
@@ -79,17 +90,34 @@ var routes = []route{
 	{"GET /api/v1/devices", auth.ScopeReadDeviceInformation, (*API).listDevices},
 	{"GET /api/v1/devices/{id}", auth.ScopeReadDeviceInformation, (*API).getDevice},
 	{"DELETE /api/v1/devices/{id}", auth.ScopeWriteResources, (*API).deleteDevice},
-	{"GET /api/v1/devices/{id}/{href...}", auth.ScopeReadResources, (*API).getResource},
-	{"POST /api/v1/devices/{id}/{href...}", auth.ScopeWriteResources, (*API).updateResource},
-	{"PUT /api/v1/devices/{id}/{href...}", auth.ScopeWriteResources, (*API).createResource},
-	{"DELETE /api/v1/devices/{id}/{href...}", auth.ScopeWriteResources, (*API).deleteResource},
+	// {href...} must end a pattern, so these also carry the resource-level
+	// subscription paths (.../{href}/subscriptions[/{subId}]); their scope
+	// depends on the path and the handler checks it.
+	{"GET /api/v1/devices/{id}/{href...}", scopeByPath, (*API).resourceGetRoute},
+	{"POST /api/v1/devices/{id}/{href...}", scopeByPath, (*API).resourcePostRoute},
+	{"PUT /api/v1/devices/{id}/{href...}", scopeByPath, (*API).resourcePutRoute},
+	{"DELETE /api/v1/devices/{id}/{href...}", scopeByPath, (*API).resourceDeleteRoute},
+	{"POST /api/v1/devices/subscriptions", auth.ScopeWriteSubscriptions, (*API).subscribeDevices},
+	{"GET /api/v1/devices/subscriptions/{subId}", auth.ScopeWriteSubscriptions, (*API).getDevicesSubscription},
+	{"DELETE /api/v1/devices/subscriptions/{subId}", auth.ScopeWriteSubscriptions, (*API).deleteDevicesSubscription},
+	{"POST /api/v1/devices/{id}/subscriptions", auth.ScopeWriteSubscriptions, (*API).subscribeDevice},
+	{"GET /api/v1/devices/{id}/subscriptions/{subId}", auth.ScopeWriteSubscriptions, (*API).getDeviceSubscription},
+	{"DELETE /api/v1/devices/{id}/subscriptions/{subId}", auth.ScopeWriteSubscriptions, (*API).deleteDeviceSubscription},
+	{"GET /api/v1/subscriptions", auth.ScopeWriteSubscriptions, (*API).listSubscriptions},
 }
+
+// scopeByPath marks a route whose handler checks the scope itself.
+const scopeByPath = ""
 
 // Register adds the API's routes, its OpenAPI document and help browser to mux.
 func (a *API) Register(mux *http.ServeMux) {
 	for _, rt := range routes {
 		h := rt.handler
-		mux.Handle(rt.pattern, a.cfg.Verifier.Require(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h(a, w, r) }), rt.scope))
+		var scopes []string
+		if rt.scope != scopeByPath {
+			scopes = []string{rt.scope}
+		}
+		mux.Handle(rt.pattern, a.cfg.Verifier.Require(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h(a, w, r) }), scopes...))
 	}
 	registerDocs(mux)
 }
