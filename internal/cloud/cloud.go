@@ -371,8 +371,8 @@ func New(ctx context.Context, cfg Config) (_ *Cloud, err error) {
 			Verifier:      verifier,
 			Onboarding: authz.OnboardingInfo{
 				APN:        "ocfcloud",
-				CIS:        orDefault(cfg.AdvertiseCIS, "coap+tcp://"+net.JoinHostPort(publicHost, coapPort)),
-				CISSecure:  orDefault(cfg.AdvertiseCISSecure, "coaps+tcp://"+net.JoinHostPort(publicHost, coapsPort)),
+				CIS:        orDefault(cfg.AdvertiseCIS, endpoint("coap+tcp", publicHost, coapPort)),
+				CISSecure:  orDefault(cfg.AdvertiseCISSecure, endpoint("coaps+tcp", publicHost, coapsPort)),
 				CloudID:    c.Certs.CloudID,
 				CloudCAPEM: string(cloudCA),
 			},
@@ -540,6 +540,14 @@ func httpLeaf(cfg *tls.Config) []byte {
 		return cfg.Certificates[0].Certificate[0]
 	}
 	return nil
+}
+
+// endpoint is scheme://host:port, or "" for a disabled listener (no port).
+func endpoint(scheme, host, port string) string {
+	if port == "" {
+		return ""
+	}
+	return scheme + "://" + net.JoinHostPort(host, port)
 }
 
 func orDefault(v, def string) string {

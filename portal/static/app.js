@@ -24,8 +24,14 @@ function h(tag, attrs = {}, ...children) {
   return el;
 }
 
+// fill replaces el's children, skipping the null/false that conditional
+// parts leave behind.
+function fill(el, ...nodes) {
+  el.replaceChildren(...nodes.flat().filter((n) => n !== null && n !== undefined && n !== false));
+}
+
 function show(...nodes) {
-  main.replaceChildren(...nodes);
+  fill(main, ...nodes);
 }
 
 function errorBox(err) {
@@ -212,22 +218,22 @@ async function devicesView(params) {
     if (q) p.set('$filter', "contains(name,'" + q.replace(/'/g, "''") + "')");
     try {
       const { data } = await api('GET', '/api/v1/devices?' + p.toString());
-      body.replaceChildren(...data.value.map((d) => h('tr', {},
+      fill(body, ...data.value.map((d) => h('tr', {},
         h('td', { 'data-label': 'Name' }, h('a', { href: '#/devices/' + d.device.di }, d.device.n || '(unnamed)')),
         h('td', { 'data-label': 'Device ID' }, h('code', {}, d.device.di)),
         h('td', { 'data-label': 'Types' }, (d.device.rt || []).join(', ')),
         h('td', { 'data-label': 'Status' }, h('span', { class: 'badge ' + d.status }, d.status)),
         admin ? h('td', { 'data-label': 'Owner' }, h('code', {}, d.device.owner || '')) : null)));
-      status.replaceChildren(data.TotalCount === 0
+      fill(status, data.TotalCount === 0
         ? h('p', { class: 'muted' }, q ? 'No device matches.' : 'No devices yet. ', q ? null : h('a', { href: '#/onboard' }, 'Onboard one.'))
         : h('p', { class: 'muted' }, `${data.TotalCount} device${data.TotalCount === 1 ? '' : 's'}`));
       const base = '#/devices?' + (q ? 'q=' + encodeURIComponent(q) + '&' : '');
-      pager.replaceChildren(
+      fill(pager, 
         skip > 0 ? h('a', { href: base + 'skip=' + Math.max(0, skip - top) }, '← Previous') : null,
         data.TotalCount > 0 ? h('span', { class: 'muted' }, `${skip + 1}–${skip + data.value.length} of ${data.TotalCount}`) : null,
         data.Next ? h('a', { href: base + 'skip=' + (skip + top) }, 'Next →') : null);
     } catch (e) {
-      status.replaceChildren(errorBox(e));
+      fill(status, errorBox(e));
     }
   }
   await load();
@@ -251,13 +257,14 @@ async function deviceView(id) {
     const result = h('div', { 'aria-live': 'polite' });
     const area = h('textarea', { rows: 3, id: 'upd-' + href, 'aria-label': 'New content for ' + href }, rep && typeof rep === 'object' ? JSON.stringify(rep) : '{}');
     async function send(payload) {
-      result.replaceChildren(h('p', { class: 'muted' }, 'Sending…'));
+      fill(result, h('p', { class: 'muted' }, 'Sending…'));
       try {
         const { data, headers } = await api('POST', '/api/v1/devices/' + d.device.di + href, payload);
         content.textContent = JSON.stringify(data, null, 2);
-        result.replaceChildren(h('p', { class: 'ok' }, 'Device answered ' + (headers.get('OCF-Status') || 'OK')));
+        if (toggle && data && typeof data.state === 'boolean') toggle.textContent = data.state ? 'Switch off' : 'Switch on';
+        fill(result, h('p', { class: 'ok' }, 'Device answered ' + (headers.get('OCF-Status') || 'OK')));
       } catch (e) {
-        result.replaceChildren(errorBox(e));
+        fill(result, errorBox(e));
       }
     }
     const toggle = rep && typeof rep.state === 'boolean'
@@ -271,7 +278,7 @@ async function deviceView(id) {
         onsubmit: (ev) => {
           ev.preventDefault();
           let payload;
-          try { payload = JSON.parse(area.value); } catch { result.replaceChildren(errorBox('The new content is not valid JSON.')); return; }
+          try { payload = JSON.parse(area.value); } catch { fill(result, errorBox('The new content is not valid JSON.')); return; }
           send(payload);
         },
       }, h('label', { for: 'upd-' + href }, 'Update'), area, h('div', { class: 'row' }, h('button', { type: 'submit' }, 'Send to device'), toggle)) : null,
@@ -295,7 +302,7 @@ async function deviceView(id) {
           await api('DELETE', '/api/v1/devices/' + d.device.di);
           window.location.hash = '#/devices';
         } catch (e) {
-          msg.replaceChildren(errorBox(e));
+          fill(msg, errorBox(e));
         }
       },
     }, 'Offboard device'));
@@ -309,12 +316,12 @@ async function onboardView() {
       get.disabled = true;
       try {
         const { data: c } = await api('POST', '/api/v1/onboarding-codes');
-        out.replaceChildren(
+        fill(out, 
           h('p', {}, 'Set these values in the device\u2019s CoAPCloudConf resource (/CoAPCloudConfResURI). The code works once and expires at ', h('strong', {}, when(c.expiresAt)), '.'),
           h('dl', { class: 'fields' },
             field('apn (authorization provider)', c.apn),
-            field('cis (unsecured, coap+tcp)', c.cis),
-            field('cis (secured, coaps+tcp)', c.cisSecure),
+            c.cis ? field('cis (unsecured, coap+tcp)', c.cis) : null,
+            c.cisSecure ? field('cis (secured, coaps+tcp)', c.cisSecure) : null,
             field('sid (cloud id)', c.sid),
             field('at (onboarding code)', c.at)),
           h('label', { for: 'ca' }, 'Cloud CA (PEM)'),
@@ -327,9 +334,9 @@ async function onboardView() {
             h('li', {}, 'Install the cloud CA above as a trust anchor, with subject ', h('code', {}, 'uuid:' + c.sid), ', so the device accepts the cloud\u2019s certificate.'),
             h('li', {}, 'Give the cloud an ACL entry on the device (subject uuid:' + c.sid + ') for the resources it should read and update.'),
             h('li', {}, 'The device\u2019s identity certificate must chain to the cloud\u2019s device CA and name its own device id.')),
-          h('p', {}, 'Try it with the simulator: ', h('code', {}, `ocfcloud device-sim --cis ${c.cis} --apn ${c.apn} --sid ${c.sid} --at ${c.at}`)));
+          c.cis ? h('p', {}, 'Try it with the simulator: ', h('code', {}, `ocfcloud device-sim --cis ${c.cis} --apn ${c.apn} --sid ${c.sid} --at ${c.at}`)) : null);
       } catch (e) {
-        out.replaceChildren(errorBox(e));
+        fill(out, errorBox(e));
       } finally {
         get.disabled = false;
       }
@@ -361,14 +368,14 @@ async function appsView() {
       };
       try {
         const { data } = await api('POST', '/api/v1/apps', body);
-        msg.replaceChildren(h('div', { class: 'once' },
+        fill(msg, h('div', { class: 'once' },
           h('p', {}, 'App ', h('strong', {}, data.name), ' created.'),
           h('dl', { class: 'fields' }, field('Client ID', data.clientId),
             data.clientSecret ? field('Client secret (shown once; reveal it later on the app\u2019s page)', data.clientSecret) : null)));
         ev.target.reset();
         await load();
       } catch (e) {
-        msg.replaceChildren(errorBox(e));
+        fill(msg, errorBox(e));
       }
     },
   },
@@ -385,14 +392,14 @@ async function appsView() {
     try {
       const { data } = await api('GET', '/api/v1/apps');
       const apps = Array.isArray(data) ? data : (data.value || data.apps || []);
-      list.replaceChildren(...apps.map((a) => h('tr', {},
+      fill(list, ...apps.map((a) => h('tr', {},
         h('td', { 'data-label': 'Name' }, h('a', { href: '#/apps/' + a.id }, a.name)),
         h('td', { 'data-label': 'Type' }, a.type),
         h('td', { 'data-label': 'Client ID' }, h('code', {}, a.clientId)),
         h('td', { 'data-label': 'Created' }, when(a.createdAt)))));
-      if (!apps.length) list.replaceChildren(h('tr', {}, h('td', { colspan: 4, class: 'muted' }, 'No apps yet.')));
+      if (!apps.length) fill(list, h('tr', {}, h('td', { colspan: 4, class: 'muted' }, 'No apps yet.')));
     } catch (e) {
-      msg.replaceChildren(errorBox(e));
+      fill(msg, errorBox(e));
     }
   }
   show(h('h1', {}, 'Apps'), msg,
@@ -415,8 +422,8 @@ async function appView(id) {
     onclick: async () => {
       try {
         const { data } = await api('POST', `/api/v1/apps/${app.id}/secret/reveal`);
-        secret.replaceChildren(h('code', {}, data.clientSecret), copyButton(data.clientSecret, 'client secret'));
-      } catch (e) { msg.replaceChildren(errorBox(e)); }
+        fill(secret, h('code', {}, data.clientSecret), copyButton(data.clientSecret, 'client secret'));
+      } catch (e) { fill(msg, errorBox(e)); }
     },
   }, 'Reveal'));
   const tokens = h('tbody');
@@ -425,7 +432,7 @@ async function appView(id) {
     try {
       const { data } = await api('GET', `/api/v1/apps/${app.id}/tokens`);
       const list = Array.isArray(data) ? data : (data.value || data.tokens || []);
-      tokens.replaceChildren(...list.map((t) => h('tr', {},
+      fill(tokens, ...list.map((t) => h('tr', {},
         h('td', { 'data-label': 'Token ID' }, h('code', {}, t.id)),
         h('td', { 'data-label': 'Created' }, when(t.createdAt)),
         h('td', { 'data-label': 'Expires' }, when(t.expiresAt), t.expired ? h('span', { class: 'badge offline' }, ' expired') : null),
@@ -433,12 +440,12 @@ async function appView(id) {
         h('td', {}, h('button', {
           type: 'button', class: 'secondary', 'aria-label': 'Revoke token ' + t.id,
           onclick: async () => {
-            try { await api('DELETE', `/api/v1/apps/${app.id}/tokens/${t.id}`); await loadTokens(); } catch (e) { msg.replaceChildren(errorBox(e)); }
+            try { await api('DELETE', `/api/v1/apps/${app.id}/tokens/${t.id}`); await loadTokens(); } catch (e) { fill(msg, errorBox(e)); }
           },
         }, 'Revoke')))));
-      if (!list.length) tokens.replaceChildren(h('tr', {}, h('td', { colspan: 5, class: 'muted' }, 'No access tokens.')));
+      if (!list.length) fill(tokens, h('tr', {}, h('td', { colspan: 5, class: 'muted' }, 'No access tokens.')));
     } catch (e) {
-      msg.replaceChildren(errorBox(e));
+      fill(msg, errorBox(e));
     }
   }
   const inAMonth = new Date(Date.now() + 30 * 864e5).toISOString().slice(0, 10);
@@ -459,9 +466,9 @@ async function appView(id) {
         if (!window.confirm('Rotate the secret? Every token and session of this app stops working.')) return;
         try {
           const { data } = await api('POST', `/api/v1/apps/${app.id}/secret/rotate`);
-          secret.replaceChildren(h('code', {}, data.clientSecret), copyButton(data.clientSecret, 'client secret'));
-          msg.replaceChildren(h('p', { class: 'ok' }, 'Secret rotated; the old one and its tokens no longer work.'));
-        } catch (e) { msg.replaceChildren(errorBox(e)); }
+          fill(secret, h('code', {}, data.clientSecret), copyButton(data.clientSecret, 'client secret'));
+          fill(msg, h('p', { class: 'ok' }, 'Secret rotated; the old one and its tokens no longer work.'));
+        } catch (e) { fill(msg, errorBox(e)); }
       },
     }, 'Rotate secret')),
     h('h2', {}, 'Access tokens'),
@@ -473,10 +480,10 @@ async function appView(id) {
         const day = ev.target.elements.expires.value;
         try {
           const { data } = await api('POST', `/api/v1/apps/${app.id}/tokens`, { expiresAt: new Date(day + 'T23:59:59Z').toISOString() });
-          newToken.replaceChildren(h('div', { class: 'once' }, h('p', {}, 'New token (shown once):'),
+          fill(newToken, h('div', { class: 'once' }, h('p', {}, 'New token (shown once):'),
             h('dl', { class: 'fields' }, field('Token', data.token))));
           await loadTokens();
-        } catch (e) { newToken.replaceChildren(errorBox(e)); }
+        } catch (e) { fill(newToken, errorBox(e)); }
       },
     }, h('div', {}, h('label', { for: 'expires' }, 'Expires on'), h('input', { id: 'expires', name: 'expires', type: 'date', required: true, value: inAMonth })),
     h('button', { type: 'submit' }, 'New token')),
@@ -486,7 +493,7 @@ async function appView(id) {
       type: 'button', class: 'danger',
       onclick: async () => {
         if (!window.confirm('Delete ' + app.name + '? Its tokens stop working.')) return;
-        try { await api('DELETE', '/api/v1/apps/' + app.id); window.location.hash = '#/apps'; } catch (e) { msg.replaceChildren(errorBox(e)); }
+        try { await api('DELETE', '/api/v1/apps/' + app.id); window.location.hash = '#/apps'; } catch (e) { fill(msg, errorBox(e)); }
       },
     }, 'Delete app'));
   await loadTokens();
@@ -504,24 +511,24 @@ async function adminView() {
     try {
       const { data } = await api('GET', '/api/v1/users');
       const list = Array.isArray(data) ? data : (data.value || data.users || []);
-      users.replaceChildren(...list.map((u) => h('tr', {},
+      fill(users, ...list.map((u) => h('tr', {},
         h('td', { 'data-label': 'User' }, u.username),
         h('td', { 'data-label': 'Role' }, h('select', {
           'aria-label': 'Role of ' + u.username,
           onchange: async (ev) => {
-            try { await api('PATCH', '/api/v1/users/' + u.id, { role: ev.target.value }); msg.replaceChildren(h('p', { class: 'ok' }, 'Role of ' + u.username + ' changed.')); } catch (e) { msg.replaceChildren(errorBox(e)); }
+            try { await api('PATCH', '/api/v1/users/' + u.id, { role: ev.target.value }); fill(msg, h('p', { class: 'ok' }, 'Role of ' + u.username + ' changed.')); } catch (e) { fill(msg, errorBox(e)); }
           },
         }, ['user', 'admin'].map((r) => h('option', { value: r, selected: r === u.role }, r)))),
         h('td', { 'data-label': 'Status' }, u.disabled ? 'disabled' : 'active'),
         h('td', {}, u.id === me.sub ? null : h('button', {
           type: 'button', class: 'secondary',
           onclick: async () => {
-            try { await api('PATCH', '/api/v1/users/' + u.id, { disabled: !u.disabled }); await load(); } catch (e) { msg.replaceChildren(errorBox(e)); }
+            try { await api('PATCH', '/api/v1/users/' + u.id, { disabled: !u.disabled }); await load(); } catch (e) { fill(msg, errorBox(e)); }
           },
         }, u.disabled ? 'Enable' : 'Disable')))));
       const { data: log } = await api('GET', '/api/v1/audit');
       const entries = Array.isArray(log) ? log : (log.value || log.entries || []);
-      audit.replaceChildren(...entries.slice(0, 100).map((a) => h('tr', {},
+      fill(audit, ...entries.slice(0, 100).map((a) => h('tr', {},
         h('td', { 'data-label': 'Time' }, when(a.time)),
         h('td', { 'data-label': 'Event' }, a.type, a.success === false ? ' (failed)' : ''),
         h('td', { 'data-label': 'User' }, h('code', {}, a.userId || '')),
@@ -529,7 +536,7 @@ async function adminView() {
         h('td', { 'data-label': 'Source' }, a.sourceIp || ''),
         h('td', { 'data-label': 'Detail' }, a.detail || ''))));
     } catch (e) {
-      msg.replaceChildren(errorBox(e));
+      fill(msg, errorBox(e));
     }
   }
   show(h('h1', {}, 'Admin'), msg,
@@ -543,9 +550,9 @@ async function adminView() {
         try {
           await api('POST', '/api/v1/users', { username: f.username.value.trim(), password: f.password.value, role: f.role.value });
           ev.target.reset();
-          msg.replaceChildren(h('p', { class: 'ok' }, 'User created.'));
+          fill(msg, h('p', { class: 'ok' }, 'User created.'));
           await load();
-        } catch (e) { msg.replaceChildren(errorBox(e)); }
+        } catch (e) { fill(msg, errorBox(e)); }
       },
     },
     h('div', {}, h('label', { for: 'nu-name' }, 'Username'), h('input', { id: 'nu-name', name: 'username', required: true })),

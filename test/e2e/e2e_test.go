@@ -148,7 +148,8 @@ func onboard(t *testing.T, api *client) onboardingCode {
 	if err := json.Unmarshal(body, &code); err != nil {
 		t.Fatal(err)
 	}
-	if code.AT == "" || !strings.HasPrefix(code.CIS, "coap+tcp://") || !strings.HasPrefix(code.CISSecure, "coaps+tcp://") ||
+	// cisSecure is empty when the cloud runs no coaps+tcp listener.
+	if code.AT == "" || !strings.HasPrefix(code.CIS, "coap+tcp://") || (code.CISSecure != "" && !strings.HasPrefix(code.CISSecure, "coaps+tcp://")) ||
 		code.SID == "" || !strings.Contains(code.CloudCA, "BEGIN CERTIFICATE") || code.ExpiresAt == "" {
 		t.Fatalf("onboarding code answer incomplete: %s", body)
 	}
@@ -203,6 +204,9 @@ func TestDeviceOnboardsWithPortalCode(t *testing.T) {
 
 	api := &client{t: t, base: base, token: passwordToken(t, base, "")}
 	code := onboard(t, api)
+	if !strings.HasPrefix(code.CISSecure, "coaps+tcp://127.0.0.1:") || strings.HasSuffix(code.CISSecure, ":") {
+		t.Fatalf("cisSecure %q", code.CISSecure)
+	}
 	const di = "9cfbeb8e-5a1e-4d1c-9d01-00c04fd430c8"
 	dev, _ := runDevice(t, code, di)
 
