@@ -378,7 +378,7 @@ func (r *Registry) apply(ctx context.Context, e *events.Envelope) error {
 			doc.Links = nil
 		}
 		doc.Owner, doc.RegisteredSeq, doc.RegisteredAt = e.Owner, e.Sequence, e.Time
-		if err := r.store.saveDevice(ctx, &doc); err != nil {
+		if err := r.store.put(ctx, &doc, isNew); err != nil {
 			return err
 		}
 		d.doc = doc
@@ -403,7 +403,7 @@ func (r *Registry) apply(ctx context.Context, e *events.Envelope) error {
 			doc.Links = removeLinks(doc.Links, c.Hrefs)
 		}
 		doc.LinksSeq = e.Sequence
-		if err := r.store.saveDevice(ctx, &doc); err != nil {
+		if err := r.store.put(ctx, &doc, isNew); err != nil {
 			return err
 		}
 		d.doc = doc
@@ -412,7 +412,7 @@ func (r *Registry) apply(ctx context.Context, e *events.Envelope) error {
 			return nil
 		}
 		if isNew {
-			if err := r.store.saveDevice(ctx, &d.doc); err != nil {
+			if err := r.store.put(ctx, &d.doc, true); err != nil {
 				return err
 			}
 		}
@@ -441,7 +441,7 @@ func (r *Registry) apply(ctx context.Context, e *events.Envelope) error {
 			return nil
 		}
 		if isNew {
-			if err := r.store.saveDevice(ctx, &d.doc); err != nil {
+			if err := r.store.put(ctx, &d.doc, true); err != nil {
 				return err
 			}
 		}

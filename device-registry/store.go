@@ -116,6 +116,27 @@ func (s *store) saveDevice(ctx context.Context, d *deviceDoc) error {
 	return nil
 }
 
+// put creates or replaces a device document.
+func (s *store) put(ctx context.Context, d *deviceDoc, isNew bool) error {
+	if isNew {
+		return s.createDevice(ctx, d)
+	}
+	return s.saveDevice(ctx, d)
+}
+
+// createDevice writes the document of a device the registry has not seen.
+// An insert costs one index lookup, where the embedded FerretDB runs an
+// upsert as a scan of the collection; a document that exists after all (a
+// replayed event after a crash) is replaced.
+func (s *store) createDevice(ctx context.Context, d *deviceDoc) error {
+	if _, err := s.devices.InsertOne(ctx, d); err == nil {
+		return nil
+	} else if !mongo.IsDuplicateKeyError(err) {
+		return fmt.Errorf("create device %s: %w", d.ID, err)
+	}
+	return s.saveDevice(ctx, d)
+}
+
 // forgetDevice replaces the device's document with its tombstone and drops
 // its twin and online state.
 func (s *store) forgetDevice(ctx context.Context, tomb *deviceDoc, hrefs []string) error {
