@@ -21,6 +21,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/ocfcloud/ocfcloud/internal/events"
+	"github.com/ocfcloud/ocfcloud/internal/platform"
 	"github.com/ocfcloud/ocfcloud/internal/registryapi"
 	"github.com/ocfcloud/ocfcloud/internal/webhook"
 )
@@ -209,15 +210,23 @@ func NewDispatcher(ctx context.Context, cfg DispatcherConfig) (*Dispatcher, erro
 	// Deliveries are kept (limits retention) for the retry period and an
 	// hour more: the last message of a subscription's subject tells a
 	// restarted fan-out where its numbering stands.
-	if d.stream, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name: WebhookStreamName, Subjects: []string{webhookSubjectBase + ".>"},
-		Storage: jetstream.FileStorage, Retention: jetstream.LimitsPolicy,
-		MaxAge: wc.RetryPeriod + time.Hour, Replicas: wc.StreamReplicas, Duplicates: 2 * time.Minute,
+	// A replicated stream on a cluster that has just formed can take longer
+	// than one API call's timeout to create.
+	if err := platform.Retry(ctx, time.Minute, func(ctx context.Context) (err error) {
+		d.stream, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+			Name: WebhookStreamName, Subjects: []string{webhookSubjectBase + ".>"},
+			Storage: jetstream.FileStorage, Retention: jetstream.LimitsPolicy,
+			MaxAge: wc.RetryPeriod + time.Hour, Replicas: wc.StreamReplicas, Duplicates: 2 * time.Minute,
+		})
+		return err
 	}); err != nil {
 		return nil, fmt.Errorf("webhook stream: %w", err)
 	}
-	if d.seqKV, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: seqBucket, Storage: jetstream.FileStorage, Replicas: wc.StreamReplicas, History: 1,
+	if err := platform.Retry(ctx, time.Minute, func(ctx context.Context) (err error) {
+		d.seqKV, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: seqBucket, Storage: jetstream.FileStorage, Replicas: wc.StreamReplicas, History: 1,
+		})
+		return err
 	}); err != nil {
 		return nil, fmt.Errorf("webhook sequence bucket: %w", err)
 	}
@@ -242,7 +251,10 @@ func NewDispatcher(ctx context.Context, cfg DispatcherConfig) (*Dispatcher, erro
 			return nil, err
 		}
 	}
-	if d.evStream, err = events.EnsureStream(ctx, js, events.StreamOptions{}); err != nil {
+	if err := platform.Retry(ctx, time.Minute, func(ctx context.Context) (err error) {
+		d.evStream, err = events.EnsureStream(ctx, js, events.StreamOptions{})
+		return err
+	}); err != nil {
 		d.Close()
 		return nil, err
 	}

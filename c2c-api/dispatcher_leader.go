@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ocfcloud/ocfcloud/internal/events"
+	"github.com/ocfcloud/ocfcloud/internal/platform"
 )
 
 // Only one process fans out at a time: it holds a lease, a key in a KV
@@ -24,10 +25,13 @@ const (
 // startLeading opens the lease bucket, makes a first attempt at the lease
 // (so a lone process fans out at once) and keeps trying in the background.
 func (d *Dispatcher) startLeading(ctx context.Context) error {
-	kv, err := d.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: leaderBucket, TTL: d.cfg.FanoutLease, History: 1, Storage: jetstream.FileStorage, Replicas: d.cfg.StreamReplicas,
-	})
-	if err != nil {
+	var kv jetstream.KeyValue
+	if err := platform.Retry(ctx, time.Minute, func(ctx context.Context) (err error) {
+		kv, err = d.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: leaderBucket, TTL: d.cfg.FanoutLease, History: 1, Storage: jetstream.FileStorage, Replicas: d.cfg.StreamReplicas,
+		})
+		return err
+	}); err != nil {
 		return fmt.Errorf("webhook lease bucket: %w", err)
 	}
 	d.leaderKV = kv

@@ -22,6 +22,7 @@ import (
 	"github.com/ocfcloud/ocfcloud/internal/leases"
 	"github.com/ocfcloud/ocfcloud/internal/ocf"
 	"github.com/ocfcloud/ocfcloud/internal/odata"
+	"github.com/ocfcloud/ocfcloud/internal/platform"
 	"github.com/ocfcloud/ocfcloud/internal/registryapi"
 )
 
@@ -84,12 +85,20 @@ func New(ctx context.Context, cfg Config) (*Registry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
 	}
-	stream, err := events.EnsureStream(ctx, js, cfg.Stream)
-	if err != nil {
+	// Replicated streams on a cluster that has just formed can take longer
+	// than one API call's timeout to create.
+	var stream jetstream.Stream
+	if err := platform.Retry(ctx, time.Minute, func(ctx context.Context) (err error) {
+		stream, err = events.EnsureStream(ctx, js, cfg.Stream)
+		return err
+	}); err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
 	}
-	st, err := openStore(ctx, cfg.DB, js, cfg.KVReplicas, cfg.Stream.Memory)
-	if err != nil {
+	var st *store
+	if err := platform.Retry(ctx, time.Minute, func(ctx context.Context) (err error) {
+		st, err = openStore(ctx, cfg.DB, js, cfg.KVReplicas, cfg.Stream.Memory)
+		return err
+	}); err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
 	}
 	started := time.Now()

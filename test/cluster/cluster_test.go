@@ -196,7 +196,7 @@ func TestClusterSurvivesLosingAGatewayAndANATSNode(t *testing.T) {
 			"--public-url", core, "--authz-url", core, "--coap-addr", host+":5683", "--coaps-addr", "-")...)
 	}
 	for _, host := range []string{"127.0.0.7", "127.0.0.8", "127.0.0.9", "127.0.0.10"} {
-		waitFor(t, host+" ready", 60*time.Second, func() bool { return ready("http://" + host + ":8080") })
+		waitFor(t, host+" ready", 150*time.Second, func() bool { return ready("http://" + host + ":8080") })
 	}
 
 	form := url.Values{"grant_type": {"password"}, "client_id": {"ocfcloud-cli"}, "username": {"admin"}, "password": {"cluster-admin"}}
