@@ -17,6 +17,7 @@ import (
 
 	"github.com/ocfcloud/ocfcloud/internal/auth"
 	"github.com/ocfcloud/ocfcloud/internal/httpx"
+	"github.com/ocfcloud/ocfcloud/internal/ids"
 )
 
 // Audit event types of admin-issued tokens.
@@ -132,7 +133,7 @@ func (s *Server) handleCreateAppToken(w http.ResponseWriter, r *http.Request) {
 		created = va.UTC().Truncate(time.Second).Add(time.Second)
 	}
 	t := auth.OpaqueToken{
-		ID: newUUID(), Hash: auth.HashOpaqueToken(raw), ClientID: d.ID, UserID: owner.ID, Role: owner.Role,
+		ID: ids.New(), Hash: auth.HashOpaqueToken(raw), ClientID: d.ID, UserID: owner.ID, Role: owner.Role,
 		Scope: strings.Join(scopes, " "), CreatedAt: created, ExpiresAt: req.ExpiresAt.UTC().Truncate(time.Second),
 		CreatedBy: u.ID,
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ocfcloud/ocfcloud/internal/auth"
 	"github.com/ocfcloud/ocfcloud/internal/httpx"
+	"github.com/ocfcloud/ocfcloud/internal/ids"
 )
 
 type onboardingCodeDoc struct {
@@ -94,7 +95,7 @@ func (s *Server) codeGrant(ctx context.Context, req tokenRequest) ([]byte, *oaut
 	if code == "" {
 		return nil, invalidRequest("code is required")
 	}
-	if !isUUID(deviceID) {
+	if !ids.IsUUID(deviceID) {
 		return nil, invalidRequest("device_id must be a UUID")
 	}
 	hash := hashToken(code)

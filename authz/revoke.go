@@ -11,6 +11,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/ocfcloud/ocfcloud/internal/auth"
+	"github.com/ocfcloud/ocfcloud/internal/ids"
 )
 
 // clientsChangedSubject tells authz replicas to drop a client (payload: its
@@ -40,7 +41,7 @@ func (s *Server) publishRevocation(ctx context.Context, r auth.Revocation) error
 	if !r.IssuedBefore.IsZero() {
 		r.IssuedBefore = r.IssuedBefore.UTC()
 	}
-	if _, err := s.revocations.InsertOne(ctx, revocationDoc{ID: newUUID(), Revocation: r}); err != nil {
+	if _, err := s.revocations.InsertOne(ctx, revocationDoc{ID: ids.New(), Revocation: r}); err != nil {
 		return fmt.Errorf("store revocation: %w", err)
 	}
 	s.verifier.Revoke(r)

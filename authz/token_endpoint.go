@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ocfcloud/ocfcloud/internal/auth"
+	"github.com/ocfcloud/ocfcloud/internal/ids"
 )
 
 // The built-in public clients. Neither has a secret: the CLI runs on people's
@@ -267,7 +268,7 @@ func (s *Server) refreshGrant(ctx context.Context, req tokenRequest) ([]byte, *o
 	var deviceID string
 	if req.clientID == clientDevice {
 		deviceID = req.form.Get("device_id")
-		if !isUUID(deviceID) {
+		if !ids.IsUUID(deviceID) {
 			return nil, invalidRequest("device_id must be a UUID")
 		}
 	}

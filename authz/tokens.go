@@ -9,6 +9,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/ocfcloud/ocfcloud/internal/ids"
 )
 
 // audience is the aud claim of every access token: all ocfcloud resource
@@ -106,7 +108,7 @@ func (s *Server) issue(ctx context.Context, g grant) (tokenResponse, error) {
 			DeviceID:        g.deviceID,
 			Scope:           g.scope,
 			CreatedAt:       now.UTC(),
-			ChainID:         newUUID(),
+			ChainID:         ids.New(),
 			ChainStartedAt:  now.UTC(),
 			AccessJTI:       jti,
 			AccessExpiresAt: accessExp.UTC(),

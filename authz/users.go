@@ -2,7 +2,6 @@ package authz
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/ocfcloud/ocfcloud/internal/auth"
+	"github.com/ocfcloud/ocfcloud/internal/ids"
 )
 
 // RoleUser is the role of ordinary users, who see only their own devices.
@@ -62,7 +62,7 @@ func (s *Server) CreateUser(ctx context.Context, username, password, role string
 		return "", fmt.Errorf("create user %q: %w", username, err)
 	}
 	u := user{
-		ID:           newUUID(),
+		ID:           ids.New(),
 		Username:     username,
 		PasswordHash: hash,
 		Role:         role,
@@ -143,34 +143,4 @@ func (s *Server) ensureAdmin(ctx context.Context, password string) (string, erro
 		return "", err
 	}
 	return generated, nil
-}
-
-// newUUID returns a random RFC 4122 version 4 UUID.
-func newUUID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails since Go 1.24
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
-}
-
-// isUUID reports whether s is a UUID in the canonical 8-4-4-4-12 hex form.
-func isUUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return false
-			}
-		default:
-			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
-				return false
-			}
-		}
-	}
-	return true
 }

@@ -14,6 +14,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/ocfcloud/ocfcloud/internal/ids"
 )
 
 // OIDOCFIdentity is id-kp-ocfIdentity, the extended key usage the OCF
@@ -281,7 +283,7 @@ type LeafOptions struct {
 // as SANs, the OCF end-entity usages (digitalSignature, keyAgreement;
 // serverAuth and clientAuth), for a new P-256 key.
 func (ca *CA) IssueGatewayCert(cloudID string, hosts []string, o LeafOptions) (*Issued, error) {
-	if !isUUID(cloudID) {
+	if !ids.IsUUID(cloudID) {
 		return nil, fmt.Errorf("certs: gateway certificate: cloud id %q: %w", cloudID, ErrInvalidDeviceID)
 	}
 	sans, err := parseHosts(hosts)
@@ -325,7 +327,7 @@ func (ca *CA) IssueHTTPCert(hosts []string, o LeafOptions) (*Issued, error) {
 // for the key in csrPEM, or for a new P-256 key when csrPEM is nil. The CSR's
 // subject is ignored: the caller vouches for deviceID.
 func (ca *CA) IssueDeviceCert(deviceID string, csrPEM []byte, o LeafOptions) (*Issued, error) {
-	if !isUUID(deviceID) {
+	if !ids.IsUUID(deviceID) {
 		return nil, fmt.Errorf("certs: device certificate: device id %q: %w", deviceID, ErrInvalidDeviceID)
 	}
 	var pub crypto.PublicKey

@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/ocfcloud/ocfcloud/internal/ids"
 )
 
 // SignDeviceCSR issues an OCF identity certificate for deviceID from a PEM CSR
@@ -24,7 +26,7 @@ func (b *Bundle) SignDeviceCSR(csrPEM []byte, deviceID string, validity time.Dur
 	if b == nil || b.CACert == nil || b.CAKey == nil {
 		return nil, errors.New("certs: sign device CSR: bundle has no CA")
 	}
-	if !isUUID(deviceID) {
+	if !ids.IsUUID(deviceID) {
 		return nil, fmt.Errorf("certs: sign device CSR: device id %q: %w", deviceID, ErrInvalidDeviceID)
 	}
 	csr, err := parseDeviceCSR(csrPEM)
@@ -99,7 +101,7 @@ func DeviceIDFromCert(c *x509.Certificate) (string, error) {
 	}
 	cn := c.Subject.CommonName
 	id, ok := strings.CutPrefix(cn, ocfUUIDPrefix)
-	if !ok || !isUUID(id) {
+	if !ok || !ids.IsUUID(id) {
 		return "", fmt.Errorf("certs: subject CN %q is not \"uuid:<uuid>\": %w", cn, ErrInvalidDeviceID)
 	}
 	return id, nil
@@ -119,37 +121,4 @@ func Fingerprint(der []byte) string {
 		sb.WriteString(h[i : i+2])
 	}
 	return sb.String()
-}
-
-// isUUID reports whether s is a UUID in the 8-4-4-4-12 hex form OCF uses.
-func isUUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return false
-			}
-		default:
-			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
-				return false
-			}
-		}
-	}
-	return true
-}
-
-// newUUID returns a random (version 4) UUID.
-func newUUID() (string, error) {
-	var u [16]byte
-	if _, err := rand.Read(u[:]); err != nil {
-		return "", fmt.Errorf("generate uuid: %w", err)
-	}
-	u[6] = u[6]&0x0f | 0x40
-	u[8] = u[8]&0x3f | 0x80
-	h := hex.EncodeToString(u[:])
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:], nil
 }

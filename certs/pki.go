@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/ocfcloud/ocfcloud/internal/ids"
 )
 
 // File names inside Options.Dir.
@@ -130,7 +132,7 @@ func EnsureDev(o Options) (*Bundle, error) {
 // ensureCloudID reconciles the configured cloud id with the persisted one and
 // persists the result. A CA already on disk is checked against it in ensureCA.
 func ensureCloudID(dir, configured string) (string, error) {
-	if configured != "" && !isUUID(configured) {
+	if configured != "" && !ids.IsUUID(configured) {
 		return "", fmt.Errorf("cloud id %q: %w", configured, ErrInvalidDeviceID)
 	}
 	path := filepath.Join(dir, cloudIDFile)
@@ -138,7 +140,7 @@ func ensureCloudID(dir, configured string) (string, error) {
 	switch {
 	case err == nil:
 		stored := strings.TrimSpace(string(b))
-		if !isUUID(stored) {
+		if !ids.IsUUID(stored) {
 			return "", fmt.Errorf("%s holds %q, not a UUID: %w", path, stored, ErrCorruptPKI)
 		}
 		if configured != "" && !strings.EqualFold(configured, stored) {
@@ -162,9 +164,7 @@ func ensureCloudID(dir, configured string) (string, error) {
 		}
 	}
 	if id == "" {
-		if id, err = newUUID(); err != nil {
-			return "", err
-		}
+		id = ids.New()
 	}
 	if err := writeFileAtomic(path, []byte(id+"\n"), 0o644); err != nil {
 		return "", fmt.Errorf("write cloud id: %w", err)

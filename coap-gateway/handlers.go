@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,11 +14,10 @@ import (
 	"github.com/plgd-dev/go-coap/v3/mux"
 
 	"github.com/ocfcloud/ocfcloud/internal/events"
+	"github.com/ocfcloud/ocfcloud/internal/ids"
 	"github.com/ocfcloud/ocfcloud/internal/ocf"
 	"github.com/ocfcloud/ocfcloud/internal/registryapi"
 )
-
-var uuidPattern = regexp.MustCompile(`^[a-fA-F0-9]{8}-[a-fA-F0-9]{4}-[a-fA-F0-9]{4}-[a-fA-F0-9]{4}-[a-fA-F0-9]{12}$`)
 
 func (g *Gateway) backendCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), g.cfg.BackendTimeout)
@@ -61,7 +59,7 @@ func (g *Gateway) signUp(s *session, w mux.ResponseWriter, r *mux.Message) {
 		respondError(w, codes.BadRequest, "sign-up: "+err.Error())
 		return
 	}
-	if !uuidPattern.MatchString(req.DeviceID) {
+	if !ids.IsUUID(req.DeviceID) {
 		respondError(w, codes.BadRequest, "sign-up: di must be a UUID")
 		return
 	}
@@ -279,7 +277,7 @@ func (g *Gateway) handleTokenRefresh(w mux.ResponseWriter, r *mux.Message) {
 		respondError(w, codes.BadRequest, "token refresh: "+err.Error())
 		return
 	}
-	if !uuidPattern.MatchString(req.DeviceID) || req.RefreshToken == "" {
+	if !ids.IsUUID(req.DeviceID) || req.RefreshToken == "" {
 		respondError(w, codes.BadRequest, "token refresh: di and refreshtoken are required")
 		return
 	}

@@ -2,7 +2,6 @@ package devicesim
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -20,6 +19,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/tcp"
 	"github.com/plgd-dev/go-coap/v3/tcp/client"
 
+	"github.com/ocfcloud/ocfcloud/internal/ids"
 	"github.com/ocfcloud/ocfcloud/internal/ocf"
 )
 
@@ -143,7 +143,7 @@ func New(cfg Config) (*Device, error) {
 		return nil, fmt.Errorf("devicesim config: %w", errors.Join(errs...))
 	}
 	if cfg.DeviceID == "" {
-		cfg.DeviceID = newUUID()
+		cfg.DeviceID = ids.New()
 	}
 	if cfg.Name == "" {
 		cfg.Name = defaultName
@@ -158,8 +158,8 @@ func New(cfg Config) (*Device, error) {
 		cfg:       cfg,
 		addrs:     addrs,
 		useTLS:    useTLS,
-		piid:      newUUID(),
-		pi:        newUUID(),
+		piid:      ids.New(),
+		pi:        ids.New(),
 		log:       cfg.Logger.With("device_id", cfg.DeviceID),
 		ready:     make(chan struct{}),
 		light:     lightState{Name: "Light"},
@@ -331,17 +331,9 @@ func encodeUint(v uint32) []byte {
 	return buf[:n]
 }
 
-func newUUID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // crypto/rand never fails on supported platforms
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
-}
-
 // NewDeviceID returns a random device id (UUID v4), as a device generates on
 // first start.
-func NewDeviceID() string { return newUUID() }
+func NewDeviceID() string { return ids.New() }
 
 // changeLoop changes the light every ChangeEvery, as a sensor or a person
 // at the switch would; observers get a notification each time.
