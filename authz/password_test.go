@@ -30,4 +30,3 @@ func TestPasswordHashIsPHCArgon2id(t *testing.T) {
 		}
 	}
 }
-
