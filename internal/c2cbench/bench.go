@@ -9,10 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
-	"os"
 	"runtime"
-	"strings"
 	"time"
 
 	"github.com/ocfcloud/ocfcloud/internal/cloud"
@@ -49,13 +46,8 @@ func Run(ctx context.Context, o Options, out io.Writer) error {
 	if o.Devices <= 0 {
 		o.Devices = 16
 	}
-	dir, err := os.MkdirTemp("", "ocfcloud-bench-c2c-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	c, err := cloud.New(ctx, cloud.Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", CoAPAddr: "127.0.0.1:0", CoAPSAddr: "-", AdminPassword: adminPassword, Logger: quiet})
+	c, err := cloud.Scratch(ctx, adminPassword, quiet)
 	if err != nil {
 		return err
 	}
@@ -64,7 +56,7 @@ func Run(ctx context.Context, o Options, out io.Writer) error {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: o.Workers * 2, MaxIdleConns: o.Workers * 4, DisableCompression: true}}
 
 	fmt.Fprintf(out, "setting up: cloud on %s, %d simulated devices\n", base, o.Devices)
-	token, err := passwordToken(client, base)
+	token, err := devicesim.PasswordToken(ctx, client, base, "admin", adminPassword)
 	if err != nil {
 		return err
 	}
@@ -182,22 +174,6 @@ func call(ctx context.Context, c *http.Client, method, u, token string, body []b
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, b, err
-}
-
-func passwordToken(c *http.Client, base string) (string, error) {
-	form := url.Values{"grant_type": {"password"}, "client_id": {"ocfcloud-cli"}, "username": {"admin"}, "password": {adminPassword}}
-	resp, err := c.Post(base+"/oauth/token", "application/x-www-form-urlencoded", strings.NewReader(form.Encode()))
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	var t struct {
-		AccessToken string `json:"access_token"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&t); err != nil || t.AccessToken == "" {
-		return "", fmt.Errorf("password grant: status %d", resp.StatusCode)
-	}
-	return t.AccessToken, nil
 }
 
 type code struct{ CIS, AT string }

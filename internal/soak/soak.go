@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"runtime"
 	"time"
 
@@ -45,15 +44,10 @@ func Run(ctx context.Context, o Options, out io.Writer) (*Result, error) {
 	if o.Samples <= 1 {
 		o.Samples = 10
 	}
-	dir, err := os.MkdirTemp("", "ocfcloud-soak-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
 	errorsSeen := &countingHandler{}
 	log := slog.New(errorsSeen)
 	const password = "soak-admin-secret"
-	c, err := cloud.New(ctx, cloud.Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", CoAPAddr: "127.0.0.1:0", CoAPSAddr: "-", AdminPassword: password, Logger: log})
+	c, err := cloud.Scratch(ctx, password, log)
 	if err != nil {
 		return nil, err
 	}

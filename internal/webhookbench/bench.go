@@ -8,11 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/url"
-	"os"
 	"runtime"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -122,20 +119,15 @@ func Run(ctx context.Context, o Options, out io.Writer) error {
 	if o.Burst <= 0 {
 		o.Burst = 20000
 	}
-	dir, err := os.MkdirTemp("", "ocfcloud-bench-webhooks-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	c, err := cloud.New(ctx, cloud.Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", CoAPAddr: "127.0.0.1:0", CoAPSAddr: "-", AdminPassword: adminPassword, Logger: quiet})
+	c, err := cloud.Scratch(ctx, adminPassword, quiet)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
 	base := "http://" + c.HTTPAddr()
 	client := &http.Client{Timeout: 30 * time.Second}
-	token, err := passwordToken(client, base)
+	token, err := devicesim.PasswordToken(ctx, client, base, "admin", adminPassword)
 	if err != nil {
 		return err
 	}
@@ -417,20 +409,4 @@ func callJSON(ctx context.Context, c *http.Client, method, u, token string, body
 		}
 	}
 	return resp.StatusCode, nil
-}
-
-func passwordToken(c *http.Client, base string) (string, error) {
-	form := url.Values{"grant_type": {"password"}, "client_id": {"ocfcloud-cli"}, "username": {"admin"}, "password": {adminPassword}}
-	resp, err := c.Post(base+"/oauth/token", "application/x-www-form-urlencoded", strings.NewReader(form.Encode()))
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	var t struct {
-		AccessToken string `json:"access_token"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&t); err != nil || t.AccessToken == "" {
-		return "", fmt.Errorf("password grant: status %d", resp.StatusCode)
-	}
-	return t.AccessToken, nil
 }
