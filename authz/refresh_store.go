@@ -72,6 +72,8 @@ type refreshStore interface {
 	revokeChain(ctx context.Context, chainID string, rememberUntil time.Time) ([]refreshTokenDoc, error)
 	// removeClient deletes every token of a client.
 	removeClient(ctx context.Context, clientID string) error
+	// removeDevice deletes every token of a device (it was unregistered).
+	removeDevice(ctx context.Context, deviceID string) error
 	// listUser returns the user's live tokens, oldest chain first.
 	listUser(ctx context.Context, userID string) ([]refreshTokenDoc, error)
 	// sweep deletes what expired before now.
@@ -205,6 +207,13 @@ func (st *mongoRefreshStore) revokeChain(ctx context.Context, chainID string, re
 		return nil, fmt.Errorf("delete refresh chain: %w", err)
 	}
 	return live, nil
+}
+
+func (st *mongoRefreshStore) removeDevice(ctx context.Context, deviceID string) error {
+	if _, err := st.tokens.DeleteMany(ctx, bson.M{"device_id": deviceID}); err != nil {
+		return fmt.Errorf("delete refresh tokens of device %s: %w", deviceID, err)
+	}
+	return nil
 }
 
 func (st *mongoRefreshStore) removeClient(ctx context.Context, clientID string) error {

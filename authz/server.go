@@ -144,6 +144,9 @@ func New(ctx context.Context, cfg Config, db *mongo.Database) (*Server, error) {
 	if err := s.followExpiredUses(); err != nil {
 		return nil, fmt.Errorf("authz: %w", err)
 	}
+	if err := s.followUnregisteredDevices(); err != nil {
+		return nil, fmt.Errorf("authz: %w", err)
+	}
 	if err := s.reloadKeys(ctx); err != nil {
 		return nil, err
 	}

@@ -38,6 +38,9 @@ type Revocation struct {
 	TokenHash    string    `json:"token_hash,omitempty" bson:"token_hash,omitempty"`
 	ClientID     string    `json:"client_id,omitempty" bson:"client_id,omitempty"`
 	UserID       string    `json:"user_id,omitempty" bson:"user_id,omitempty"`
+	// DeviceID: every token of that device issued at or before IssuedBefore
+	// (the device was signed off or offboarded).
+	DeviceID     string    `json:"di,omitempty" bson:"di,omitempty"`
 	IssuedBefore time.Time `json:"issued_before,omitzero" bson:"issued_before,omitempty"`
 	ExpiresAt    time.Time `json:"expires_at" bson:"expires_at"`
 }
@@ -46,7 +49,7 @@ type Revocation struct {
 func (r Revocation) Validate() error {
 	switch {
 	case r.TokenID != "" || r.TokenHash != "":
-	case (r.ClientID != "" || r.UserID != "") && !r.IssuedBefore.IsZero():
+	case (r.ClientID != "" || r.UserID != "" || r.DeviceID != "") && !r.IssuedBefore.IsZero():
 	default:
 		return errors.New("revocation names no token, client or user")
 	}
@@ -66,6 +69,7 @@ type revocations struct {
 	tokens    map[string]time.Time // jti or opaque hash -> expiry
 	clients   map[string]cutoff
 	users     map[string]cutoff
+	devices   map[string]cutoff
 	lastPrune time.Time
 }
 
@@ -79,6 +83,7 @@ func newRevocations() *revocations {
 		tokens:  make(map[string]time.Time),
 		clients: make(map[string]cutoff),
 		users:   make(map[string]cutoff),
+		devices: make(map[string]cutoff),
 	}
 }
 
@@ -95,6 +100,8 @@ func (rs *revocations) add(r Revocation, now time.Time) {
 		rs.tokens["hash:"+r.TokenHash] = r.ExpiresAt
 	case r.ClientID != "":
 		rs.clients[r.ClientID] = merge(rs.clients[r.ClientID], r)
+	case r.DeviceID != "":
+		rs.devices[r.DeviceID] = merge(rs.devices[r.DeviceID], r)
 	default:
 		rs.users[r.UserID] = merge(rs.users[r.UserID], r)
 	}
@@ -122,7 +129,7 @@ func (rs *revocations) pruneLocked(now time.Time) {
 			delete(rs.tokens, k)
 		}
 	}
-	for _, m := range []map[string]cutoff{rs.clients, rs.users} {
+	for _, m := range []map[string]cutoff{rs.clients, rs.users, rs.devices} {
 		for k, c := range m {
 			if !now.Before(c.expiresAt) {
 				delete(m, k)
@@ -152,13 +159,18 @@ func (rs *revocations) revoked(c *Claims) bool {
 	if co, ok := rs.users[c.Subject]; ok && !c.IssuedAt.After(co.issuedBefore) {
 		return true
 	}
+	if c.DeviceID != "" {
+		if co, ok := rs.devices[c.DeviceID]; ok && !c.IssuedAt.After(co.issuedBefore) {
+			return true
+		}
+	}
 	return false
 }
 
 func (rs *revocations) size() int {
 	rs.mu.RLock()
 	defer rs.mu.RUnlock()
-	return len(rs.tokens) + len(rs.clients) + len(rs.users)
+	return len(rs.tokens) + len(rs.clients) + len(rs.users) + len(rs.devices)
 }
 
 // LoadRevocations reads every unexpired revocation from coll.
