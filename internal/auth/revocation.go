@@ -34,10 +34,10 @@ const RevocationsCollection = "revocations"
 // ExpiresAt is when every token it covers has expired; after it the entry is
 // dropped.
 type Revocation struct {
-	TokenID      string    `json:"jti,omitempty" bson:"jti,omitempty"`
-	TokenHash    string    `json:"token_hash,omitempty" bson:"token_hash,omitempty"`
-	ClientID     string    `json:"client_id,omitempty" bson:"client_id,omitempty"`
-	UserID       string    `json:"user_id,omitempty" bson:"user_id,omitempty"`
+	TokenID   string `json:"jti,omitempty" bson:"jti,omitempty"`
+	TokenHash string `json:"token_hash,omitempty" bson:"token_hash,omitempty"`
+	ClientID  string `json:"client_id,omitempty" bson:"client_id,omitempty"`
+	UserID    string `json:"user_id,omitempty" bson:"user_id,omitempty"`
 	// DeviceID: every token of that device issued at or before IssuedBefore
 	// (the device was signed off or offboarded).
 	DeviceID     string    `json:"di,omitempty" bson:"di,omitempty"`
