@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 	"log/slog"
 	"mime"
 	"net/http"
@@ -332,7 +333,18 @@ func (s *Server) issueJSON(ctx context.Context, g grant) ([]byte, *oauthError) {
 // the client.
 func (s *Server) internalError(ctx context.Context, what string, err error, attrs ...any) *oauthError {
 	s.log.Log(ctx, slog.LevelError, what+" failed", append(attrs, "err", err)...)
+	if storageUnavailable(err) {
+		// The client may retry as is: say so in the protocol's own terms.
+		return &oauthError{status: http.StatusServiceUnavailable, code: "temporarily_unavailable",
+			description: "the authorization server cannot reach its storage; retry shortly", retryAfter: 5 * time.Second}
+	}
 	return serverError()
+}
+
+// storageUnavailable reports whether err means the database could not be
+// reached (as opposed to a bug or bad data).
+func storageUnavailable(err error) bool {
+	return mongo.IsTimeout(err) || mongo.IsNetworkError(err) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // grantScope validates a requested scope against the client's allowed

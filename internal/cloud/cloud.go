@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -193,6 +194,8 @@ type Cloud struct {
 	gateway  *coapgateway.Gateway
 	nc       *nats.Conn
 	natsURL  string
+	// dbUp is the database's state as the last ping saw it.
+	dbUp atomic.Bool
 	// httpClient calls our own services; it trusts the cloud's CAs.
 	httpClient *http.Client
 	mongo      *mongo.Client
@@ -276,6 +279,7 @@ func New(ctx context.Context, cfg Config) (_ *Cloud, err error) {
 		return nil, err
 	}
 	c.closers = append(c.closers, func() { _ = c.mongo.Disconnect(context.Background()) })
+	c.closers = append(c.closers, c.watchDatabase())
 	db := c.mongo.Database(cfg.Database)
 
 	if c.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
@@ -487,7 +491,7 @@ func (c *Cloud) GeneratedAdminPassword() string {
 
 // Ready reports whether every configured service is ready.
 func (c *Cloud) Ready() (bool, map[string]bool) {
-	st := map[string]bool{"nats": c.nc != nil && c.nc.IsConnected()}
+	st := map[string]bool{"nats": c.nc != nil && c.nc.IsConnected(), "database": c.dbUp.Load()}
 	if c.registry != nil {
 		st[ServiceRegistry] = c.registry.Ready()
 	}
@@ -527,6 +531,34 @@ func (c *Cloud) Close() {
 		c.closers[i]()
 	}
 	c.closers = nil
+}
+
+// watchDatabase pings the database every two seconds for readiness, so an
+// orchestrator stops sending traffic during an outage and resumes after it.
+// It returns the function that stops it.
+func (c *Cloud) watchDatabase() func() {
+	c.dbUp.Store(true) // connected and pinged just now
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+				err := c.mongo.Ping(ctx, nil)
+				cancel()
+				if up := err == nil; up != c.dbUp.Swap(up) {
+					c.log.Warn("database reachability changed", "up", up)
+				}
+			}
+		}
+	}()
+	return func() { close(stop); <-done }
 }
 
 // httpLeaf returns the DER of the certificate an HTTPS config serves now.

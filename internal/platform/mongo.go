@@ -12,7 +12,9 @@ import (
 
 // ConnectMongo connects to uri and pings the server.
 func ConnectMongo(ctx context.Context, uri string) (*mongo.Client, error) {
-	c, err := mongo.Connect(options.Client().ApplyURI(uri).SetTimeout(30 * time.Second))
+	// A request that needs the database fails after 10 s while it is
+	// unreachable, rather than holding its caller (a login, a device) longer.
+	c, err := mongo.Connect(options.Client().ApplyURI(uri).SetTimeout(10 * time.Second).SetServerSelectionTimeout(5 * time.Second))
 	if err != nil {
 		return nil, fmt.Errorf("connect mongodb: %w", err)
 	}
