@@ -3,7 +3,6 @@ package c2cbench
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -62,22 +61,15 @@ func Run(ctx context.Context, o Options, out io.Writer) error {
 	}
 	dctx, stopDevices := context.WithCancel(ctx)
 	defer stopDevices()
+	fleet, err := devicesim.StartFleet(dctx, devicesim.FleetConfig{
+		Count: o.Devices, Device: devicesim.Config{Logger: quiet},
+		Codes: &devicesim.APICodes{BaseURL: base, Token: token, HTTP: client},
+	}, 60*time.Second)
+	if err != nil {
+		return err
+	}
 	lights := make([]string, 0, o.Devices)
-	for range o.Devices {
-		code, err := onboardingCode(client, base, token)
-		if err != nil {
-			return err
-		}
-		dev, err := devicesim.New(devicesim.Config{CIS: code.CIS, AccessToken: code.AT, Logger: quiet})
-		if err != nil {
-			return err
-		}
-		go func() { _ = dev.Run(dctx) }()
-		select {
-		case <-dev.Ready():
-		case <-time.After(30 * time.Second):
-			return fmt.Errorf("simulated device not onboarded after 30 s")
-		}
+	for _, dev := range fleet.Devices() {
 		lights = append(lights, base+"/api/v1/devices/"+dev.DeviceID()+"/light/1")
 	}
 	twinURL := lights[0]
@@ -174,18 +166,4 @@ func call(ctx context.Context, c *http.Client, method, u, token string, body []b
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, b, err
-}
-
-type code struct{ CIS, AT string }
-
-func onboardingCode(c *http.Client, base, token string) (*code, error) {
-	status, body, err := call(context.Background(), c, http.MethodPost, base+"/api/v1/onboarding-codes", token, nil)
-	if err != nil {
-		return nil, err
-	}
-	if status != http.StatusCreated && status != http.StatusOK {
-		return nil, fmt.Errorf("onboarding code: %d %s", status, body)
-	}
-	var out code
-	return &out, json.Unmarshal(body, &out)
 }

@@ -291,3 +291,31 @@ func ParseSourceIPs(spec string) ([]netip.Addr, error) {
 	}
 	return out, nil
 }
+
+// StartFleet starts a fleet in the background and returns once every device
+// is onboarded, or with an error when one fails or timeout passes first. The
+// devices run until ctx is done.
+func StartFleet(ctx context.Context, cfg FleetConfig, timeout time.Duration) (*Fleet, error) {
+	f, err := NewFleet(cfg)
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	deadline := time.After(timeout)
+	for f.Stats().Ready < int64(cfg.Count) {
+		if st := f.Stats(); st.Failed > 0 {
+			return nil, fmt.Errorf("fleet: %s while onboarding", st)
+		}
+		select {
+		case err := <-done:
+			return nil, fmt.Errorf("fleet stopped while onboarding: %v", err)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-deadline:
+			return nil, fmt.Errorf("fleet: %s after %s", f.Stats(), timeout)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return f, nil
+}

@@ -58,27 +58,16 @@ func Run(ctx context.Context, o Options, out io.Writer) (*Result, error) {
 		return nil, err
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	fleet, err := devicesim.NewFleet(devicesim.FleetConfig{
+	fctx, stopFleet := context.WithCancel(ctx)
+	defer stopFleet()
+	fmt.Fprintf(out, "soak: %d devices changing every %s for %s against %s\n", o.Devices, o.ChangeEvery, o.Duration, base)
+	fleet, err := devicesim.StartFleet(fctx, devicesim.FleetConfig{
 		Count:  o.Devices,
 		Device: devicesim.Config{ChangeEvery: o.ChangeEvery, Logger: quiet},
 		Codes:  &devicesim.APICodes{BaseURL: base, Token: token},
-	})
+	}, 10*time.Minute)
 	if err != nil {
 		return nil, err
-	}
-	fctx, stopFleet := context.WithCancel(ctx)
-	defer stopFleet()
-	fleetDone := make(chan error, 1)
-	go func() { fleetDone <- fleet.Run(fctx) }()
-	fmt.Fprintf(out, "soak: %d devices changing every %s for %s against %s\n", o.Devices, o.ChangeEvery, o.Duration, base)
-	for fleet.Stats().Ready < int64(o.Devices) {
-		select {
-		case err := <-fleetDone:
-			return nil, fmt.Errorf("fleet stopped while onboarding: %v", err)
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
 	}
 
 	fmt.Fprintf(out, "\nmachine: %d CPUs, %s/%s, %s; cloud and devices in one process\n\n", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version())

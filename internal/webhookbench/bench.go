@@ -149,24 +149,14 @@ func Run(ctx context.Context, o Options, out io.Writer) error {
 	fmt.Fprintf(out, "setting up: cloud on %s, %d simulated devices, one resource subscription each, receiver on %s\n", base, o.Devices, hookURL)
 	dctx, stopDevices := context.WithCancel(ctx)
 	defer stopDevices()
-	var devs []*devicesim.Device
-	for range o.Devices {
-		var cd struct{ CIS, AT string }
-		if status, err := callJSON(ctx, client, http.MethodPost, base+"/api/v1/onboarding-codes", token, nil, &cd); err != nil || status != http.StatusCreated {
-			return fmt.Errorf("onboarding code: %d %v", status, err)
-		}
-		dev, err := devicesim.New(devicesim.Config{CIS: cd.CIS, AccessToken: cd.AT, Logger: quiet})
-		if err != nil {
-			return err
-		}
-		go func() { _ = dev.Run(dctx) }()
-		select {
-		case <-dev.Ready():
-		case <-time.After(30 * time.Second):
-			return fmt.Errorf("simulated device not onboarded after 30 s")
-		}
-		devs = append(devs, dev)
+	fleet, err := devicesim.StartFleet(dctx, devicesim.FleetConfig{
+		Count: o.Devices, Device: devicesim.Config{Logger: quiet},
+		Codes: &devicesim.APICodes{BaseURL: base, Token: token, HTTP: client},
+	}, 60*time.Second)
+	if err != nil {
+		return err
 	}
+	devs := fleet.Devices()
 	deadline := time.Now().Add(30 * time.Second)
 	for _, dev := range devs {
 		light := base + "/api/v1/devices/" + dev.DeviceID() + "/light/1"
