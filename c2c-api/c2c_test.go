@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -155,6 +156,36 @@ func (s *stack) seedDevices(n int) {
 	})
 }
 
+// onboardDevice runs a simulated device with a fresh onboarding code until
+// the test ends (or stop is called), and returns once its /light/1 is
+// readable in the twin.
+func (s *stack) onboardDevice(di string) (dev *devicesim.Device, stop func()) {
+	s.t.Helper()
+	resp, body := s.do(http.MethodPost, "/api/v1/onboarding-codes", s.token, nil, nil)
+	if resp.StatusCode != http.StatusCreated {
+		s.t.Fatalf("code: %d %s", resp.StatusCode, body)
+	}
+	var code struct{ CIS, AT string }
+	_ = json.Unmarshal(body, &code)
+	dev, err := devicesim.New(devicesim.Config{CIS: code.CIS, AccessToken: code.AT, DeviceID: di, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = dev.Run(ctx) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	s.t.Cleanup(stop)
+	<-dev.Ready()
+	waitFor(s.t, "twin", func() bool {
+		r, _ := s.do(http.MethodGet, "/api/v1/devices/"+di+"/light/1", s.token, nil, nil)
+		return r.StatusCode == http.StatusOK
+	})
+	return dev, stop
+}
+
 type device struct {
 	Device struct {
 		DI string   `json:"di"`
@@ -288,27 +319,9 @@ func TestDeviceListsPageAndQuery(t *testing.T) {
 
 func TestResourceReadsAndUpdatesThroughTheDevice(t *testing.T) {
 	s := startStack(t)
-	resp, body := s.do(http.MethodPost, "/api/v1/onboarding-codes", s.token, nil, nil)
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("code: %d %s", resp.StatusCode, body)
-	}
-	var code struct{ CIS, AT string }
-	_ = json.Unmarshal(body, &code)
 	const di = "9cfbeb8e-5a1e-4d1c-9d01-00c04fd430c8"
-	dev, err := devicesim.New(devicesim.Config{CIS: code.CIS, AccessToken: code.AT, DeviceID: di, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = dev.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	<-dev.Ready()
+	dev, _ := s.onboardDevice(di)
 	light := "/api/v1/devices/" + di + "/light/1"
-	waitFor(t, "twin", func() bool {
-		r, _ := s.do(http.MethodGet, light, s.token, nil, nil)
-		return r.StatusCode == http.StatusOK
-	})
 
 	// Twin reads carry an ETag and answer 304 when nothing changed.
 	r1, _ := s.do(http.MethodGet, light, s.token, nil, nil)

@@ -19,7 +19,6 @@ import (
 
 	c2capi "github.com/ocfcloud/ocfcloud/c2c-api"
 	"github.com/ocfcloud/ocfcloud/internal/cloud"
-	"github.com/ocfcloud/ocfcloud/internal/devicesim"
 	"github.com/ocfcloud/ocfcloud/internal/events"
 	"github.com/ocfcloud/ocfcloud/internal/webhook"
 )
@@ -139,27 +138,9 @@ func TestWebhooksDeliverSignedDeviceEventsInOrder(t *testing.T) {
 	hook := httptest.NewServer(rc)
 	defer hook.Close()
 
-	resp, body := s.do(http.MethodPost, "/api/v1/onboarding-codes", s.token, nil, nil)
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("code: %d %s", resp.StatusCode, body)
-	}
-	var code struct{ CIS, AT string }
-	_ = json.Unmarshal(body, &code)
 	const di = "5f0e2c1a-3b4d-4e5f-8a6b-7c8d9e0f1a2b"
-	dev, err := devicesim.New(devicesim.Config{CIS: code.CIS, AccessToken: code.AT, DeviceID: di, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, stopDevice := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = dev.Run(ctx) }()
-	defer func() { stopDevice(); <-done }()
-	<-dev.Ready()
+	dev, stopDevice := s.onboardDevice(di)
 	light := "/api/v1/devices/" + di + "/light/1"
-	waitFor(t, "twin", func() bool {
-		r, _ := s.do(http.MethodGet, light, s.token, nil, nil)
-		return r.StatusCode == http.StatusOK
-	})
 	waitFor(t, "device online", func() bool {
 		var d device
 		s.getJSON("/api/v1/devices/"+di, http.StatusOK, &d)
@@ -216,7 +197,6 @@ func TestWebhooksDeliverSignedDeviceEventsInOrder(t *testing.T) {
 	// The device goes offline, then is offboarded: device and resource
 	// subscriptions end with subscription_cancelled.
 	stopDevice()
-	<-done
 	waitDeliveries(t, rc, devicesSub, "devices_offline", func(rs []webhook.Received) bool {
 		return len(rs) > 2 && rs[len(rs)-1].EventType == "devices_offline" && strings.Contains(string(rs[len(rs)-1].Body), di)
 	})
