@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -19,9 +18,7 @@ import (
 // with 503 meanwhile, and everything works again without a restart.
 func TestDatabaseOutageIsSurvivedWithoutRestart(t *testing.T) {
 	dbDir := t.TempDir()
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := unusedAddr(t)
 	startDB := func() *platform.Ferret {
 		f, err := platform.StartFerretOn(addr, dbDir, nil)
 		if err != nil {
@@ -41,14 +38,6 @@ func TestDatabaseOutageIsSurvivedWithoutRestart(t *testing.T) {
 	defer c.Close()
 	base := "http://" + c.HTTPAddr()
 	api := &client{t: t, base: base, token: passwordToken(t, base, "")}
-	ready := func() int {
-		resp, err := http.Get(base + "/readyz")
-		if err != nil {
-			return 0
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
 	grant := func() *http.Response {
 		form := url.Values{"grant_type": {"password"}, "client_id": {"ocfcloud-cli"}, "username": {"admin"}, "password": {adminPassword}}
 		resp, err := http.Post(base+"/oauth/token", "application/x-www-form-urlencoded", strings.NewReader(form.Encode()))
@@ -60,7 +49,7 @@ func TestDatabaseOutageIsSurvivedWithoutRestart(t *testing.T) {
 	}
 
 	db.Shutdown() // the database goes away
-	waitFor(t, "readiness false", 15*time.Second, func() bool { return ready() == http.StatusServiceUnavailable })
+	waitFor(t, "readiness false", 15*time.Second, func() bool { return readyz(base) == http.StatusServiceUnavailable })
 	if resp, _ := api.do(http.MethodGet, "/api/v1/devices", nil, ""); resp.StatusCode != http.StatusOK {
 		t.Fatalf("device list from memory during the outage: %d", resp.StatusCode)
 	}
@@ -69,6 +58,6 @@ func TestDatabaseOutageIsSurvivedWithoutRestart(t *testing.T) {
 	}
 
 	db = startDB() // and comes back on the same files
-	waitFor(t, "readiness true again", 30*time.Second, func() bool { return ready() == http.StatusOK })
+	waitFor(t, "readiness true again", 30*time.Second, func() bool { return readyz(base) == http.StatusOK })
 	waitFor(t, "sign-in works again", 30*time.Second, func() bool { return grant().StatusCode == http.StatusOK })
 }

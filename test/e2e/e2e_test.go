@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -311,4 +312,27 @@ func TestDeviceStaysRegisteredAcrossServerRestart(t *testing.T) {
 		l := lightOf(t, api, di)
 		return l["state"] == false && l["power"] == float64(3)
 	})
+}
+
+// unusedAddr returns a loopback address that nothing listens on now, for a
+// server that must come back on the same address after a restart.
+func unusedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// readyz is the status of base's /readyz, 0 when it does not answer.
+func readyz(base string) int {
+	resp, err := http.Get(base + "/readyz")
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }

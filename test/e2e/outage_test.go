@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -19,9 +20,8 @@ import (
 // again afterwards without restarting anything.
 func TestNATSOutageIsSurvivedWithoutRestart(t *testing.T) {
 	store := t.TempDir()
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	_, portText, _ := net.SplitHostPort(unusedAddr(t))
+	port, _ := strconv.Atoi(portText)
 	startNATS := func() *platform.NATS {
 		n, err := platform.StartNATS(platform.NATSOptions{StoreDir: store, Port: port})
 		if err != nil {
@@ -49,17 +49,8 @@ func TestNATSOutageIsSurvivedWithoutRestart(t *testing.T) {
 		twin, _ := api.do(http.MethodGet, light, nil, "")
 		return resp.StatusCode == http.StatusOK && strings.Contains(string(body), `"status":"online"`) && twin.StatusCode == http.StatusOK
 	})
-	ready := func() int {
-		resp, err := http.Get(base + "/readyz")
-		if err != nil {
-			return 0
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
-
 	ns.Shutdown() // NATS goes away
-	waitFor(t, "readiness false", 10*time.Second, func() bool { return ready() == http.StatusServiceUnavailable })
+	waitFor(t, "readiness false", 10*time.Second, func() bool { return readyz(base) == http.StatusServiceUnavailable })
 	resp, _ := api.do(http.MethodPost, light, strings.NewReader(`{"power":1}`), "application/json")
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("live request during the outage: %d, Retry-After %q", resp.StatusCode, resp.Header.Get("Retry-After"))
@@ -70,7 +61,7 @@ func TestNATSOutageIsSurvivedWithoutRestart(t *testing.T) {
 	}
 
 	ns = startNATS() // and comes back on the same store
-	waitFor(t, "readiness true again", 20*time.Second, func() bool { return ready() == http.StatusOK })
+	waitFor(t, "readiness true again", 20*time.Second, func() bool { return readyz(base) == http.StatusOK })
 	waitFor(t, "live update through the device again", 30*time.Second, func() bool {
 		resp, _ := api.do(http.MethodPost, light, strings.NewReader(`{"power":77}`), "application/json")
 		return resp.StatusCode == http.StatusOK

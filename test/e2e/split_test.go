@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -77,9 +76,6 @@ func TestDeviceTriesTheNextGateway(t *testing.T) {
 	base := "http://" + c.HTTPAddr()
 	cli := &client{t: t, base: base, token: passwordToken(t, base, "")}
 	code := onboard(t, cli)
-	dead, _ := net.Listen("tcp", "127.0.0.1:0")
-	deadAddr := dead.Addr().String()
-	dead.Close() // nothing listens there any more
-	code.CIS = "coap+tcp://" + deadAddr + "," + code.CIS
+	code.CIS = "coap+tcp://" + unusedAddr(t) + "," + code.CIS // nothing listens on the first
 	runDevice(t, code, "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d")
 }
