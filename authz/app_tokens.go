@@ -169,13 +169,8 @@ func (s *Server) handleListAppTokens(w http.ResponseWriter, r *http.Request) {
 	if err := s.verifier.FlushLastUsed(ctx); err != nil {
 		s.log.WarnContext(ctx, "flush last-used times failed", "err", err)
 	}
-	cur, err := s.appTokens.Find(ctx, bson.M{"client_id": d.ID}, options.Find().SetSort(bson.D{{Key: "created_at", Value: -1}, {Key: "_id", Value: 1}}))
+	list, err := findAll[auth.OpaqueToken](ctx, s.appTokens, bson.M{"client_id": d.ID}, options.Find().SetSort(bson.D{{Key: "created_at", Value: -1}, {Key: "_id", Value: 1}}))
 	if err != nil {
-		s.problemInternal(w, r, "list app tokens", err)
-		return
-	}
-	var list []auth.OpaqueToken
-	if err := cur.All(ctx, &list); err != nil {
 		s.problemInternal(w, r, "list app tokens", err)
 		return
 	}
@@ -232,12 +227,8 @@ func (s *Server) revokeAppTokens(ctx context.Context, list []auth.OpaqueToken) e
 // revokeAppTokensWhere revokes every admin-issued token matching filter (an
 // app's, a user's).
 func (s *Server) revokeAppTokensWhere(ctx context.Context, filter bson.M) error {
-	cur, err := s.appTokens.Find(ctx, filter)
+	list, err := findAll[auth.OpaqueToken](ctx, s.appTokens, filter)
 	if err != nil {
-		return fmt.Errorf("find app tokens: %w", err)
-	}
-	var list []auth.OpaqueToken
-	if err := cur.All(ctx, &list); err != nil {
 		return fmt.Errorf("find app tokens: %w", err)
 	}
 	return s.revokeAppTokens(ctx, list)

@@ -120,13 +120,8 @@ func (s *Server) handleListApps(w http.ResponseWriter, r *http.Request) {
 		}
 		filter = bson.M{}
 	}
-	cur, err := s.apps.Find(r.Context(), filter, options.Find().SetSort(bson.D{{Key: "name", Value: 1}, {Key: "_id", Value: 1}}).SetLimit(10_000))
+	docs, err := findAll[appDoc](r.Context(), s.apps, filter, options.Find().SetSort(bson.D{{Key: "name", Value: 1}, {Key: "_id", Value: 1}}).SetLimit(10_000))
 	if err != nil {
-		s.problemInternal(w, r, "list apps", err)
-		return
-	}
-	var docs []appDoc
-	if err := cur.All(r.Context(), &docs); err != nil {
 		s.problemInternal(w, r, "list apps", err)
 		return
 	}

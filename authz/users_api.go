@@ -144,13 +144,8 @@ func (s *Server) handleListUsers(w http.ResponseWriter, r *http.Request) {
 	if _, ok := s.requireAdmin(w, r); !ok {
 		return
 	}
-	cur, err := s.users.Find(r.Context(), bson.M{}, options.Find().SetSort(bson.D{{Key: "username", Value: 1}}).SetLimit(maxUsersListed))
+	us, err := findAll[user](r.Context(), s.users, bson.M{}, options.Find().SetSort(bson.D{{Key: "username", Value: 1}}).SetLimit(maxUsersListed))
 	if err != nil {
-		s.problemInternal(w, r, "list users", err)
-		return
-	}
-	var us []user
-	if err := cur.All(r.Context(), &us); err != nil {
 		s.problemInternal(w, r, "list users", err)
 		return
 	}
