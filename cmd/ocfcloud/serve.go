@@ -1,18 +1,27 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/ocfcloud/ocfcloud/internal/cloud"
+	"github.com/ocfcloud/ocfcloud/internal/platform"
 )
+
+// exitDataDirUnusable is serve's exit code when the data dir cannot be used
+// (missing and not creatable, not a directory, read-only, no permission, too
+// little free space); any other failure exits 1. docs/deploy.md lists them.
+const exitDataDirUnusable = 3
 
 func serveCmd() *cobra.Command {
 	var cfg cloud.Config
 	var services, logLevel string
+	minFreeDisk := byteSize(platform.DefaultMinFreeDisk)
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the cloud (all services with embedded NATS and database by default)",
@@ -24,6 +33,22 @@ func serveCmd() *cobra.Command {
 			cfg.Logger = log
 			if services != "" && services != "all" {
 				cfg.Services = strings.Split(services, ",")
+			}
+			// Checked before anything starts, so a read-only or full disk is
+			// one clear line and exit code 3 instead of half-created JetStream
+			// and SQLite files. The free-space minimum guards the embedded
+			// stores only: with external NATS and MongoDB the data dir holds
+			// just certificates and keys.
+			minFree := uint64(minFreeDisk)
+			if cfg.NATSURL != "" && cfg.MongoURI != "" {
+				minFree = 0
+			}
+			if err := platform.CheckDataDir(dataDirOrDefault(cfg.DataDir), minFree); err != nil {
+				if errors.Is(err, platform.ErrTooLittleFreeSpace) {
+					err = fmt.Errorf("%w (--min-free-disk; 0 disables)", err)
+				}
+				fmt.Fprintln(os.Stderr, "ocfcloud:", err)
+				os.Exit(exitDataDirUnusable)
 			}
 			c, err := cloud.New(cmd.Context(), cfg)
 			if err != nil {
@@ -80,6 +105,38 @@ func serveCmd() *cobra.Command {
 	f.StringSliceVar(&cfg.Webhooks.AllowCIDRs, "webhook-allow-cidrs", nil, "address ranges webhooks may reach even when denied (e.g. 10.1.0.0/16)")
 	f.StringSliceVar(&cfg.Webhooks.DenyCIDRs, "webhook-deny-cidrs", nil, "address ranges webhooks may not reach, besides link-local and cloud metadata addresses (always denied unless allowed)")
 	f.BoolVar(&cfg.Webhooks.DenyPrivate, "webhook-deny-private", false, "also deny loopback and private ranges (recommended when the cloud runs next to internal services)")
+	f.Var(&minFreeDisk, "min-free-disk", "free space the data dir needs at start when NATS or the database is embedded (e.g. 64MiB, 1GiB; 0 disables); less exits with code 3")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }
+
+func dataDirOrDefault(dir string) string {
+	if dir == "" {
+		return "data"
+	}
+	return dir
+}
+
+// byteSize is a flag value such as 64MiB.
+type byteSize uint64
+
+func (b *byteSize) String() string {
+	switch n := uint64(*b); {
+	case n == 0:
+		return "0"
+	case n%(1<<30) == 0:
+		return fmt.Sprintf("%dGiB", n>>30)
+	case n%(1<<20) == 0:
+		return fmt.Sprintf("%dMiB", n>>20)
+	default:
+		return fmt.Sprint(n)
+	}
+}
+
+func (b *byteSize) Set(s string) error {
+	n, err := platform.ParseByteSize(s)
+	*b = byteSize(n)
+	return err
+}
+
+func (b *byteSize) Type() string { return "size" }
