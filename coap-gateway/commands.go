@@ -31,8 +31,11 @@ import (
 // dispatchers look the session up by subscription: memory per device stays
 // one subscription, whatever the number of devices.
 type commandRouter struct {
-	ch   chan *nats.Msg
-	subs sync.Map // *nats.Subscription → *session
+	ch chan *nats.Msg
+	// subs finds the session of a subscription; a plain map (~50 bytes an
+	// entry) rather than a sync.Map (~200).
+	mu   sync.RWMutex
+	subs map[*nats.Subscription]*session
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
@@ -44,6 +47,7 @@ const (
 
 func (g *Gateway) startCommands() error {
 	g.cmd.ch = make(chan *nats.Msg, commandQueue)
+	g.cmd.subs = map[*nats.Subscription]*session{}
 	g.cmd.stop = make(chan struct{})
 	for range commandDispatchers {
 		g.cmd.wg.Add(1)
@@ -76,13 +80,15 @@ func (g *Gateway) stopCommands() {
 
 // dispatchCommand never blocks: the device request runs on its own goroutine.
 func (g *Gateway) dispatchCommand(m *nats.Msg) {
-	v, ok := g.cmd.subs.Load(m.Sub)
+	g.cmd.mu.RLock()
+	s, ok := g.cmd.subs[m.Sub]
+	g.cmd.mu.RUnlock()
 	if !ok {
 		// The session ended between NATS routing the command and now.
 		g.answer(m, failure(codes.ServiceUnavailable, commands.ErrCodeOffline, "device disconnected"))
 		return
 	}
-	v.(*session).command(m)
+	s.command(m)
 }
 
 func (g *Gateway) answer(m *nats.Msg, r *commands.Response) {
@@ -114,7 +120,9 @@ func (s *session) subscribeCommands(deviceID string) error {
 	if err != nil {
 		return fmt.Errorf("subscribe commands of %s: %w", deviceID, err)
 	}
-	s.g.cmd.subs.Store(sub, s)
+	s.g.cmd.mu.Lock()
+	s.g.cmd.subs[sub] = s
+	s.g.cmd.mu.Unlock()
 	s.cmdSub = sub
 	return nil
 }
@@ -129,7 +137,9 @@ func (s *session) unsubscribeLocked() {
 	if s.cmdSub == nil {
 		return
 	}
-	s.g.cmd.subs.Delete(s.cmdSub)
+	s.g.cmd.mu.Lock()
+	delete(s.g.cmd.subs, s.cmdSub)
+	s.g.cmd.mu.Unlock()
 	if err := s.cmdSub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		s.g.log.Debug("unsubscribe commands", "subject", s.cmdSub.Subject, "err", err)
 	}
@@ -203,7 +213,7 @@ func (s *session) deviceRequest(req *commands.Request) *commands.Response {
 	if req.TimeoutMillis > 0 {
 		timeout = min(time.Duration(req.TimeoutMillis)*time.Millisecond, s.g.cfg.MaxDeviceTimeout)
 	}
-	ctx, cancel := context.WithTimeout(s.ctx, timeout)
+	ctx, cancel := s.callContext(timeout)
 	defer cancel()
 
 	msg := s.cc.AcquireMessage(ctx)

@@ -93,6 +93,8 @@ type Gateway struct {
 
 	stopLease context.CancelFunc
 	leaseDone <-chan struct{}
+
+	stopExpiry context.CancelFunc
 }
 
 // New starts listening on the configured addresses.
@@ -160,6 +162,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		g.Close()
 		return nil, err
 	}
+	g.startExpiry()
 	if cfg.Addr != "" {
 		if err := g.listen(cfg.Addr, nil); err != nil {
 			g.Close()
@@ -227,6 +230,44 @@ func (g *Gateway) serve(l *limitListener, addr net.Addr) {
 	g.log.Info("coap listener ready", "addr", addr.String())
 }
 
+// startExpiry ends sessions whose access token expired, checked once a
+// second for all of them: one goroutine per gateway instead of a timer per
+// session (~190 bytes per idle device).
+func (g *Gateway) startExpiry() {
+	ctx, cancel := context.WithCancel(context.Background())
+	g.stopExpiry = cancel
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				g.expireSessions(g.cfg.Now())
+			}
+		}
+	}()
+}
+
+func (g *Gateway) expireSessions(now time.Time) {
+	g.mu.Lock()
+	var due []*session
+	for _, s := range g.sessions {
+		s.mu.Lock()
+		if s.signedIn && !s.expires.IsZero() && !now.Before(s.expires) {
+			due = append(due, s)
+		}
+		s.mu.Unlock()
+	}
+	g.mu.Unlock()
+	for _, s := range due {
+		s.expireIfDue(now)
+	}
+}
+
 // Addrs returns the bound listener addresses, coap+tcp first.
 func (g *Gateway) Addrs() []net.Addr { return g.listeners }
 
@@ -238,6 +279,9 @@ func (g *Gateway) Close() {
 	g.ready.Store(false)
 	for _, s := range g.servers {
 		s.stop()
+	}
+	if g.stopExpiry != nil {
+		g.stopExpiry()
 	}
 	g.wg.Wait()
 	g.stopCommands()

@@ -246,7 +246,7 @@ func (g *Gateway) handleSession(w mux.ResponseWriter, r *mux.Message) {
 }
 
 func (g *Gateway) restoreLinks(s *session, owner, deviceID string, gen uint64) {
-	ctx, cancel := context.WithTimeout(s.ctx, g.cfg.BackendTimeout)
+	ctx, cancel := s.callContext(g.cfg.BackendTimeout)
 	defer cancel()
 	d, err := g.registry.Get(ctx, registryapi.GetRequest{Caller: registryapi.Caller{UserID: owner}, DeviceID: deviceID})
 	if err != nil {

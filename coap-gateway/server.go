@@ -103,13 +103,7 @@ func (s *connServer) serve() {
 }
 
 func (s *connServer) serveConn(rw net.Conn) {
-	cfg := s.cfg
-	monitor := inactivity.New(s.g.cfg.InactivityTimeout, func(cc *client.Conn) {
-		s.g.log.Info("closing inactive device connection", "remote", cc.RemoteAddr().String())
-		_ = cc.Close()
-	})
-	cc := client.NewConnWithOpts(coapnet.NewConn(rw), &cfg, client.WithInactivityMonitor(monitor))
-	s.g.onNewConn(cc)
+	cc := s.newConn(rw)
 	s.conns.Store(cc)
 	defer s.conns.Delete(cc)
 	if err := cc.Run(); err != nil && !coapnet.IsCancelOrCloseError(err) {
@@ -117,6 +111,23 @@ func (s *connServer) serveConn(rw net.Conn) {
 	}
 	// Run returns when the peer hangs up; make sure close hooks ran.
 	_ = cc.Close()
+}
+
+// newConn builds the connection outside serveConn, whose frame stays on the
+// connection's goroutine for the connection's whole life: a copy of the
+// config there (about 400 bytes) kept every idle connection's stack at 8 KB
+// instead of 4 KB.
+//
+//go:noinline
+func (s *connServer) newConn(rw net.Conn) *client.Conn {
+	cfg := s.cfg
+	monitor := inactivity.New(s.g.cfg.InactivityTimeout, func(cc *client.Conn) {
+		s.g.log.Info("closing inactive device connection", "remote", cc.RemoteAddr().String())
+		_ = cc.Close()
+	})
+	cc := client.NewConnWithOpts(coapnet.NewConn(rw), &cfg, client.WithInactivityMonitor(monitor))
+	s.g.onNewConn(cc)
+	return cc
 }
 
 func (s *connServer) stop() {
