@@ -1,6 +1,7 @@
 package coapgateway
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -13,7 +14,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/message/pool"
 	coapnet "github.com/plgd-dev/go-coap/v3/net"
+	"github.com/plgd-dev/go-coap/v3/tcp/client"
 	"golang.org/x/time/rate"
 )
 
@@ -43,6 +48,17 @@ type Limits struct {
 	// MaxAuthFailures closes a connection after this many rejected
 	// credentials (sign-up, sign-in, refresh, sign-off). Default 3.
 	MaxAuthFailures int
+	// SignInTimeout closes a connection that has not signed in this long
+	// after it was accepted (TLS handshake and sign-up included) or after
+	// its session ended (sign-out, expired token). Pings keep a connection
+	// active but do not sign it in, so without this deadline a peer could
+	// hold connection slots for ever. Default 60 s; negative disables.
+	SignInTimeout time.Duration
+	// WriteTimeout closes a connection whose peer accepts no data for this
+	// long while the gateway writes to it (a device that stopped reading):
+	// otherwise the write, and every command queued behind it, waits until
+	// the inactivity timeout. Default 30 s; negative disables.
+	WriteTimeout time.Duration
 }
 
 func (l *Limits) setDefaults() {
@@ -67,6 +83,12 @@ func (l *Limits) setDefaults() {
 	if l.MaxAuthFailures == 0 {
 		l.MaxAuthFailures = 3
 	}
+	if l.SignInTimeout == 0 {
+		l.SignInTimeout = 60 * time.Second
+	}
+	if l.WriteTimeout == 0 {
+		l.WriteTimeout = 30 * time.Second
+	}
 }
 
 // admission enforces MaxConnections and the per-IP rate for every listener
@@ -75,8 +97,12 @@ func (l *Limits) setDefaults() {
 type admission struct {
 	limits Limits
 	open   atomic.Int64
-	// refused counts connections closed by a limit (tests, metrics).
-	refused atomic.Int64
+	// refused counts connections closed by a limit (tests, metrics);
+	// notSignedIn and stalled count connections closed by SignInTimeout and
+	// WriteTimeout.
+	refused     atomic.Int64
+	notSignedIn atomic.Int64
+	stalled     atomic.Int64
 
 	mu        sync.Mutex
 	perIP     map[netip.Addr]*ipBucket
@@ -183,16 +209,144 @@ func (l *limitListener) Close() error {
 	return l.ln.Close()
 }
 
-// countedConn releases its admission slot once, when closed.
+// countedConn releases its admission slot once, when closed, and enforces
+// WriteTimeout and SignInTimeout on the connection.
 type countedConn struct {
 	net.Conn
 	adm  *admission
 	once sync.Once
+
+	mu       sync.Mutex
+	deadline *time.Timer // sign-in deadline; nil while signed in
+	closed   bool
 }
 
 func (c *countedConn) Close() error {
-	c.once.Do(func() { c.adm.open.Add(-1) })
+	c.once.Do(func() {
+		c.adm.open.Add(-1)
+		c.mu.Lock()
+		c.closed = true
+		if c.deadline != nil {
+			c.deadline.Stop()
+			c.deadline = nil
+		}
+		c.mu.Unlock()
+	})
 	return c.Conn.Close()
+}
+
+// Write gives up when the peer accepts nothing for WriteTimeout and closes
+// the connection: go-coap writes without a deadline, holding the
+// connection's write lock, so one peer that does not read would otherwise
+// hold every writer of its connection (answers, pongs, commands) until the
+// inactivity timeout. A slow peer that still accepts bytes is not dropped.
+func (c *countedConn) Write(b []byte) (int, error) {
+	timeout := c.adm.limits.WriteTimeout
+	if timeout <= 0 {
+		return c.Conn.Write(b)
+	}
+	written := 0
+	for {
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(timeout))
+		n, err := c.Conn.Write(b[written:])
+		written += n
+		if err == nil {
+			return written, nil
+		}
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			return written, err
+		}
+		if n > 0 {
+			continue // slow, but reading
+		}
+		c.adm.stalled.Add(1)
+		_ = c.Close()
+		return written, fmt.Errorf("peer accepted no data for %v: %w", timeout, err)
+	}
+}
+
+// counted finds the admission wrapper under a device connection (plain or
+// TLS); nil for connections that did not come through a limitListener.
+func counted(nc net.Conn) *countedConn {
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc = tc.NetConn()
+	}
+	c, _ := nc.(*countedConn)
+	return c
+}
+
+// awaitSignIn starts the SignInTimeout of a device connection: it is closed
+// unless signedIn is called first. Called when the connection is set up and
+// again when its session ends while the connection stays.
+func (a *admission) awaitSignIn(nc net.Conn) {
+	c := counted(nc)
+	if c == nil || a.limits.SignInTimeout <= 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.deadline != nil {
+		return
+	}
+	var t *time.Timer
+	t = time.AfterFunc(a.limits.SignInTimeout, func() {
+		c.mu.Lock()
+		// Not lifted, and not a deadline replaced since this one fired.
+		expired := c.deadline == t && !c.closed
+		c.mu.Unlock()
+		if expired {
+			a.notSignedIn.Add(1)
+			_ = c.Close()
+		}
+	})
+	c.deadline = t
+}
+
+// signedIn lifts the sign-in deadline of a device connection.
+func (a *admission) signedIn(nc net.Conn) {
+	c := counted(nc)
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.deadline != nil {
+		c.deadline.Stop()
+		c.deadline = nil
+	}
+}
+
+// repeatable are the options RFC 7252 §5.10 allows more than once.
+var repeatable = map[message.OptionID]bool{
+	message.IfMatch: true, message.ETag: true, message.LocationPath: true,
+	message.URIPath: true, message.URIQuery: true, message.LocationQuery: true,
+}
+
+// rejectRepeatedCriticalOptions is a go-coap request monitor for RFC 7252
+// §5.4.5: a repeated occurrence of a non-repeatable option is treated like
+// an unrecognized option, so a critical one fails the request with 4.02 Bad
+// Option. go-coap checks unknown options and value lengths but not
+// repetition: it would use the first Uri-Host or Accept and go on.
+func rejectRepeatedCriticalOptions(cc *client.Conn, req *pool.Message) (drop bool, err error) {
+	if req.Code() < codes.GET || req.Code() >= 32 {
+		return false, nil // requests only
+	}
+	opts := req.Options() // in option order (delta encoding)
+	for i := 1; i < len(opts); i++ {
+		id := opts[i].ID
+		if id%2 == 0 || id != opts[i-1].ID || repeatable[id] {
+			continue
+		}
+		resp := cc.AcquireMessage(cc.Context())
+		defer cc.ReleaseMessage(resp)
+		resp.SetCode(codes.BadOption)
+		resp.SetToken(req.Token())
+		resp.SetContentFormat(message.TextPlain)
+		resp.SetBody(bytes.NewReader(fmt.Appendf(nil, "option %d repeated", id)))
+		return true, cc.Session().WriteMessage(resp)
+	}
+	return false, nil
 }
 
 // LoadCertPool reads PEM CA certificates (the device CA) from path.
