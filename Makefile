@@ -3,8 +3,10 @@ GO       ?= go
 BIN      ?= bin/ocfcloud
 DATA_DIR ?= data
 ARGS     ?=
+# Flags for `ocfcloud bench all`, e.g. BENCH_ARGS="--soak-duration 10m" or "--only c2c,token".
+BENCH_ARGS ?=
 
-.PHONY: help build run test cluster-test lint fuzz clean
+.PHONY: help build run test cluster-test lint fuzz bench clean
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-8s %s\n", $$1, $$2}'
@@ -33,6 +35,9 @@ fuzz: ## Run each fuzz target for 20 s
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 20s $$pkg || exit 1; \
 	  done; \
 	done
+
+bench: build ## Run every benchmark, one after the other (~12 min; keep the machine idle), and rewrite docs/BENCHMARKS.md
+	$(BIN) bench all --go "$(GO)" --out docs/BENCHMARKS.md $(BENCH_ARGS)
 
 clean: ## Remove bin/ (keeps ./data)
 	rm -rf bin
