@@ -18,6 +18,10 @@ func benchGatewayCmd() *cobra.Command {
 		Short: "Measure the CoAP gateway: onboardings/s, memory per idle device, TLS handshake + sign-in/s",
 		Args:  cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if role == "storm-devices" {
+				// A device process of `bench reconnect-storm`.
+				return gatewaybench.ServeStormDevices(cmd.Context(), args, os.Stdin, cmd.OutOrStdout())
+			}
 			if role != "" {
 				// A server process of the memory measurement.
 				return gatewaybench.ServeRole(cmd.Context(), role, args, os.Stdin, cmd.OutOrStdout())
