@@ -48,6 +48,11 @@ func spawnSelf(role string, args []string) (*Process, error) {
 	return Spawn(exec.Command(exe, append([]string{"bench", "gateway", "--role", role, "--"}, args...)...))
 }
 
+// SpawnSelf starts a server process of role ("backend", "gateway" or
+// "bare") by re-running this executable as `bench gateway --role <role>
+// -- <args>`; the executable must be the ocfcloud binary.
+func SpawnSelf(role string, args []string) (*Process, error) { return spawnSelf(role, args) }
+
 // Spawn starts cmd as a server process (see Process).
 func Spawn(cmd *exec.Cmd) (*Process, error) {
 	in, err := cmd.StdinPipe()
@@ -117,6 +122,10 @@ func (p *Process) RSSAfterGC() (Usage, error) {
 	return u, err
 }
 
+// RSS returns the process's resident set size now, without collecting
+// garbage first.
+func (p *Process) RSS() (int64, error) { return rss(p.cmd.Process.Pid) }
+
 // WriteHeapProfile asks the process to write its heap profile to file.
 func (p *Process) WriteHeapProfile(file string) error {
 	if _, err := io.WriteString(p.in, "heap "+file+"\n"); err != nil {
@@ -161,6 +170,12 @@ func ServeRole(ctx context.Context, role string, args []string, stdin io.Reader,
 	tokenURL := fs.String("token-url", "", "")
 	jwksURL := fs.String("jwks-url", "", "")
 	issuer := fs.String("issuer", "", "")
+	listen := fs.String("addr", "127.0.0.1:0", "")
+	// Limits of the gateway role; zero keeps the gateway's defaults.
+	var limits coapgateway.Limits
+	fs.DurationVar(&limits.SignInTimeout, "sign-in-timeout", 0, "")
+	fs.DurationVar(&limits.InactivityTimeout, "inactivity-timeout", 0, "")
+	fs.DurationVar(&limits.WriteTimeout, "write-timeout", 0, "")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -180,10 +195,11 @@ func ServeRole(ctx context.Context, role string, args []string, stdin io.Reader,
 		}
 		defer nc.Close()
 		g, err := coapgateway.New(ctx, coapgateway.Config{
-			Addr: "127.0.0.1:0", NATS: nc, TokenURL: *tokenURL,
+			Addr: *listen, NATS: nc, TokenURL: *tokenURL,
 			Verifier: auth.NewVerifier(ctx, *issuer, *jwksURL, nil),
 			Logger:   discard(),
-			Limits:   coapgateway.Limits{ConnRatePerIP: -1, MaxConnections: 1 << 20},
+			Limits: coapgateway.Limits{ConnRatePerIP: -1, MaxConnections: 1 << 20,
+				SignInTimeout: limits.SignInTimeout, InactivityTimeout: limits.InactivityTimeout, WriteTimeout: limits.WriteTimeout},
 		})
 		if err != nil {
 			return err
