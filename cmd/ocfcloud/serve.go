@@ -34,11 +34,15 @@ func serveCmd() *cobra.Command {
 			if services != "" && services != "all" {
 				cfg.Services = strings.Split(services, ",")
 			}
-			// Checked before anything starts, so a read-only or full disk is
-			// one clear line and exit code 3 instead of half-created JetStream
-			// and SQLite files. The free-space minimum guards the embedded
-			// stores only: with external NATS and MongoDB the data dir holds
-			// just certificates and keys.
+			// Configuration mistakes first (exit 1, all at once), then the
+			// data dir, before anything starts: a read-only or full disk is
+			// one clear line and exit code 3 instead of half-created
+			// JetStream and SQLite files. The free-space minimum guards the
+			// embedded stores only: with external NATS and MongoDB the data
+			// dir holds just certificates and keys.
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
 			minFree := uint64(minFreeDisk)
 			if cfg.NATSURL != "" && cfg.MongoURI != "" {
 				minFree = 0
