@@ -36,7 +36,7 @@ fuzz: ## Run each fuzz target for 20 s
 	  done; \
 	done
 
-bench: build ## Run every benchmark, one after the other (~12 min; keep the machine idle), and rewrite docs/BENCHMARKS.md
+bench: build ## Run every benchmark, one after the other (about 15 min; keep the machine idle), and rewrite docs/BENCHMARKS.md
 	$(BIN) bench all --go "$(GO)" --out docs/BENCHMARKS.md $(BENCH_ARGS)
 
 clean: ## Remove bin/ (keeps ./data)

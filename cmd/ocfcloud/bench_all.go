@@ -46,15 +46,16 @@ func init() { benchCommands = append(benchCommands, benchAllCmd, benchStartupCmd
 // quickArgs are tiny sizes for --quick, a smoke test of the generator and
 // of every benchmark's plumbing in a few minutes; the figures mean nothing.
 var quickArgs = map[string][]string{
-	"startup":    {"--runs", "1"},
-	"c2c":        {"--duration", "1s", "--workers", "4", "--devices", "2", "--live-rate", "100"},
-	"registry":   {"--devices", "10", "--events", "2000", "--rate", "200", "--startup-devices", "200"},
-	"token":      {"--duration", "1s", "--workers", "4"},
-	"webhooks":   {"--duration", "1s", "--rate", "100", "--devices", "2", "--burst", "500"},
-	"gateway":    {"--onboardings", "100", "--idle-devices", "100", "--handshakes", "100", "--reconnects", "100", "--concurrency", "8"},
-	"coap-flood": {"--connections", "200", "--devices", "2", "--before", "1s", "--sign-in-timeout", "2s", "--inactivity-timeout", "2s", "--hold", "3s", "--ping-every", "1s"},
-	"soak":       {"--devices", "10", "--change-every", "1s", "--samples", "2", "--max-growth", "100"},
-	goTestStep:   {"-benchtime", "100ms"},
+	"startup":         {"--runs", "1"},
+	"c2c":             {"--duration", "1s", "--workers", "4", "--devices", "2", "--live-rate", "100"},
+	"registry":        {"--devices", "10", "--events", "2000", "--rate", "200", "--startup-devices", "200"},
+	"token":           {"--duration", "1s", "--workers", "4"},
+	"webhooks":        {"--duration", "1s", "--rate", "100", "--devices", "2", "--burst", "500"},
+	"gateway":         {"--onboardings", "100", "--idle-devices", "100", "--handshakes", "100", "--reconnects", "100", "--concurrency", "8"},
+	"coap-flood":      {"--connections", "200", "--devices", "2", "--before", "1s", "--sign-in-timeout", "2s", "--inactivity-timeout", "2s", "--hold", "3s", "--ping-every", "1s"},
+	"reconnect-storm": {"--devices", "200", "--gateways", "2", "--device-processes", "2", "--parallel", "16"},
+	"soak":            {"--devices", "10", "--change-every", "1s", "--samples", "2", "--max-growth", "100"},
+	goTestStep:        {"-benchtime", "100ms"},
 }
 
 // runFirst and runLast order the steps; the others run in between, by
