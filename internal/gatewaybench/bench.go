@@ -246,8 +246,9 @@ func holdDevices(ctx context.Context, o Options, addr string, ips []netip.Addr, 
 }
 
 func benchMemory(ctx context.Context, o Options, be *backend, ips []netip.Addr, w io.Writer) error {
-	// per returns the growth per device of RSS, heap, stacks and goroutines.
-	measure := func(role string, args []string, prepare func(cc *client.Conn) error) (per [4]float64, err error) {
+	// per returns the growth per device of RSS, heap, stacks and goroutines
+	// after two GCs, and of RSS right after connecting.
+	measure := func(role string, args []string, prepare func(cc *client.Conn) error) (per [5]float64, err error) {
 		p, err := o.Spawn(role, args)
 		if err != nil {
 			return per, fmt.Errorf("%s process: %w", role, err)
@@ -264,6 +265,10 @@ func benchMemory(ctx context.Context, o Options, be *backend, ips []netip.Addr, 
 		}
 		// Let the gateway finish what sign-in started (link reads, events).
 		time.Sleep(2 * time.Second)
+		rightAfter, err := p.RSS()
+		if err != nil {
+			return per, err
+		}
 		after, err := p.RSSAfterGC()
 		if err != nil {
 			return per, err
@@ -272,7 +277,8 @@ func benchMemory(ctx context.Context, o Options, be *backend, ips []netip.Addr, 
 			_ = p.WriteHeapProfile(filepath.Join(dir, role+".heap"))
 		}
 		n := float64(o.IdleDevices)
-		return [4]float64{float64(after.RSS-base.RSS) / n, float64(after.Heap-base.Heap) / n, float64(after.Stack-base.Stack) / n, float64(after.Goroutines-base.Goroutines) / n}, nil
+		return [5]float64{float64(after.RSS-base.RSS) / n, float64(after.Heap-base.Heap) / n, float64(after.Stack-base.Stack) / n,
+			float64(after.Goroutines-base.Goroutines) / n, float64(rightAfter-base.RSS) / n}, nil
 	}
 	gw, err := measure("gateway", []string{"--nats-url", be.natsURL(), "--token-url", be.tokenURL(), "--jwks-url", be.jwksURL(), "--issuer", be.issuer},
 		func(cc *client.Conn) error { return onboard(ctx, cc, devicesim.NewDeviceID()) })
@@ -304,9 +310,10 @@ func benchMemory(ctx context.Context, o Options, be *backend, ips []netip.Addr, 
 	fmt.Fprintf(w, "memory per signed-in idle device (%d devices, after 2 GCs):\n", o.IdleDevices)
 	for _, r := range []struct {
 		name string
-		v    [4]float64
+		v    [5]float64
 	}{{"gateway", gw}, {"bare go-coap server (floor)", bare}} {
-		fmt.Fprintf(w, "  %-28s RSS %5.1f KB  (Go heap %4.1f KB, stacks %4.1f KB, %.1f goroutines)\n", r.name, r.v[0]/1024, r.v[1]/1024, r.v[2]/1024, r.v[3])
+		fmt.Fprintf(w, "  %-28s RSS %5.1f KB  (Go heap %4.1f KB, stacks %4.1f KB, %.1f goroutines); right after connecting %5.1f KB\n",
+			r.name, r.v[0]/1024, r.v[1]/1024, r.v[2]/1024, r.v[3], r.v[4]/1024)
 	}
 	return nil
 }
