@@ -189,3 +189,29 @@ func startBackend(ctx context.Context, spawn func(string, []string) (*Process, e
 	}
 	return &backend{nats: s.nats.URL(), issuer: s.issuer, stop: s.close, http: hc}, nil
 }
+
+// Backend is the stand-in backend (embedded NATS with the event stream, a
+// token endpoint issuing real ES256 JWTs for any code) for benchmarks of
+// other packages that run the gateway role.
+type Backend struct{ b *backend }
+
+// StartBackend runs the backend in a child process started by spawn (role
+// "backend"), or in this process when spawn is nil or fails.
+func StartBackend(ctx context.Context, spawn func(role string, args []string) (*Process, error)) (*Backend, error) {
+	b, err := startBackend(ctx, spawn)
+	if err != nil {
+		return nil, err
+	}
+	return &Backend{b}, nil
+}
+
+// NATSURL is the backend's NATS, where the gateway answers commands.
+func (b *Backend) NATSURL() string { return b.b.natsURL() }
+
+// GatewayArgs are the arguments of the "gateway" role on this backend.
+func (b *Backend) GatewayArgs() []string {
+	return []string{"--nats-url", b.b.natsURL(), "--token-url", b.b.tokenURL(), "--jwks-url", b.b.jwksURL(), "--issuer", b.b.issuer}
+}
+
+// Close stops the backend.
+func (b *Backend) Close() { b.b.close() }
