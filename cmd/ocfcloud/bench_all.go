@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -79,18 +78,16 @@ type benchStep struct {
 	Display string // the command as the document shows it
 	Timeout time.Duration
 	GoTest  bool // output is `go test -bench` text, turned into a table
-	Dir     string
 }
 
 type stepResult struct {
 	benchStep
-	Started  time.Time
-	Wall     time.Duration
-	Stdout   string
-	Stderr   string // the last lines, for a failure
-	Err      error
-	Skipped  string
-	ExitCode int
+	Started time.Time
+	Wall    time.Duration
+	Stdout  string
+	Stderr  string // the last lines, for a failure
+	Err     error
+	Skipped string
 }
 
 type allOptions struct {
@@ -344,7 +341,6 @@ func runStep(ctx context.Context, s benchStep, progress io.Writer) stepResult {
 	ctx, cancel := context.WithTimeout(ctx, s.Timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, s.Argv[0], s.Argv[1:]...)
-	cmd.Dir = s.Dir
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = 30 * time.Second
 	var stdout bytes.Buffer
@@ -355,11 +351,11 @@ func runStep(ctx context.Context, s benchStep, progress io.Writer) stepResult {
 	r.Wall = time.Since(r.Started)
 	r.Stdout = stdout.String()
 	r.Stderr = tail.String()
+	if tail.partial != "" {
+		// A progress line redrawn with \r: end it before our own line.
+		fmt.Fprintln(progress)
+	}
 	if err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			r.ExitCode = ee.ExitCode()
-		}
 		if ctx.Err() == context.DeadlineExceeded {
 			err = fmt.Errorf("timed out after %s (%w)", s.Timeout, err)
 		}
