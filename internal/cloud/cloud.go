@@ -253,7 +253,7 @@ func New(ctx context.Context, cfg Config) (_ *Cloud, err error) {
 
 	natsURL := cfg.NATSURL
 	if natsURL == "" {
-		n, err := platform.StartNATS(platform.NATSOptions{StoreDir: filepath.Join(cfg.DataDir, "nats")})
+		n, err := platform.StartNATS(platform.NATSOptions{StoreDir: filepath.Join(cfg.DataDir, "nats"), Logger: cfg.Logger})
 		if err != nil {
 			return nil, err
 		}

@@ -3,6 +3,7 @@ package platform
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -26,6 +27,10 @@ type NATSOptions struct {
 	ClusterHost string
 	ClusterPort int
 	Routes      []string
+	// Logger receives the server's warnings and errors (a JetStream write
+	// error on a full disk, for example); its notices go to Debug. Nil: the
+	// server logs nothing.
+	Logger *slog.Logger
 }
 
 // NATS is an embedded nats-server with JetStream.
@@ -65,6 +70,9 @@ func StartNATS(o NATSOptions) (*NATS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats: %w", err)
 	}
+	if o.Logger != nil {
+		srv.SetLogger(natsLogger{o.Logger.With("component", "nats-server")}, false, false)
+	}
 	srv.Start()
 	if !srv.ReadyForConnections(10 * time.Second) {
 		srv.Shutdown()
@@ -85,3 +93,13 @@ func (n *NATS) Shutdown() {
 	n.srv.Shutdown()
 	n.srv.WaitForShutdown()
 }
+
+// natsLogger hands nats-server's log lines to slog.
+type natsLogger struct{ l *slog.Logger }
+
+func (n natsLogger) Noticef(format string, v ...any) { n.l.Debug(fmt.Sprintf(format, v...)) }
+func (n natsLogger) Warnf(format string, v ...any)   { n.l.Warn(fmt.Sprintf(format, v...)) }
+func (n natsLogger) Fatalf(format string, v ...any)  { n.l.Error(fmt.Sprintf(format, v...)) }
+func (n natsLogger) Errorf(format string, v ...any)  { n.l.Error(fmt.Sprintf(format, v...)) }
+func (n natsLogger) Debugf(format string, v ...any)  { n.l.Debug(fmt.Sprintf(format, v...)) }
+func (n natsLogger) Tracef(format string, v ...any)  {}
