@@ -91,6 +91,35 @@ func TestSignedInDeviceKeepsWorkingUnderHostileInput(t *testing.T) {
 		good.expectProgress(t, 3, "after truncated frames")
 	})
 
+	t.Run("a stalled frame costs at most twice MaxMessageSize", func(t *testing.T) {
+		// The worst a peer can do to memory without finishing a frame:
+		// announce the largest frame, send all of it but the last bytes.
+		const n = 50
+		heap0 := heapAfterGC()
+		var peers []*peer
+		for range n {
+			p := dialPeer(t, addr, nil)
+			frame := p.sized(hostileMaxMessage)
+			p.send(frame[:len(frame)-1])
+			peers = append(peers, p)
+		}
+		// Behaviour, not time: wait until the gateway holds what was sent.
+		var grew int64
+		waitFor(t, "the gateway to buffer the partial frames", 20*time.Second, func() bool {
+			grew = heapAfterGC() - heap0
+			return grew >= n*hostileMaxMessage*9/10
+		})
+		t.Logf("%d stalled frames of %d KiB: Go heap %+.1f KiB each", n, hostileMaxMessage>>10, float64(grew)/n/1024)
+		if grew > n*2*hostileMaxMessage {
+			t.Errorf("Go heap grew %d bytes per stalled frame of %d, want at most twice the frame", grew/n, hostileMaxMessage)
+		}
+		for _, p := range peers {
+			p.expectClosed(t, hostileLimits.InactivityTimeout+10*time.Second)
+			p.expectNoAnswers(t)
+		}
+		good.expectProgress(t, 3, "after stalled frames")
+	})
+
 	t.Run("bad options get the answer RFC 7252 prescribes", func(t *testing.T) {
 		p := dialPeer(t, addr, nil)
 		res := func(extra ...message.Option) []byte {
