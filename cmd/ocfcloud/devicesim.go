@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -25,6 +26,7 @@ func deviceSimCmd() *cobra.Command {
 		password, sourceIPs                 string
 		idCACert, idCAKey                   string
 		startRate                           float64
+		ackLog                              string
 	)
 	cmd := &cobra.Command{
 		Use:   "device-sim",
@@ -47,6 +49,14 @@ certificate.`,
 				return err
 			}
 			cfg.Logger = log
+			if ackLog != "" {
+				w, err := openAckLog(ackLog)
+				if err != nil {
+					return err
+				}
+				defer w.Close()
+				cfg.Acknowledged = w.write
+			}
 			if err := deviceSimValidate(cfg, count, codesFile, apiURL, username, certFile, keyFile); err != nil {
 				return err
 			}
@@ -137,8 +147,33 @@ certificate.`,
 	f.StringVar(&sourceIPs, "source-ips", "", `local addresses to dial from, e.g. "127.0.0.1-127.0.0.254" or "127.0.1.0/24" (default for loopback fleets: 127.0.0.1-127.0.0.254)`)
 	f.Float64Var(&startRate, "start-rate", 500, "devices started per second")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&ackLog, "ack-log", "", "append a CSV line di,href,seq,sent-unix-ms,acked-unix-ms,json-value to this file for every /light/1 notification the cloud acknowledged (answered a ping sent after it)")
 	return cmd
 }
+
+// ackLogWriter writes one line per acknowledged notification, each with a
+// single write, so a reader never sees half a line except at the end.
+type ackLogWriter struct {
+	mu sync.Mutex
+	f  *os.File
+}
+
+func openAckLog(path string) (*ackLogWriter, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("--ack-log: %w", err)
+	}
+	return &ackLogWriter{f: f}, nil
+}
+
+func (w *ackLogWriter) write(a devicesim.Ack) {
+	line := fmt.Sprintf("%s,%s,%d,%d,%d,%s\n", a.DeviceID, a.Href, a.Seq, a.Sent.UnixMilli(), a.Acked.UnixMilli(), a.Value)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, _ = w.f.WriteString(line)
+}
+
+func (w *ackLogWriter) Close() error { return w.f.Close() }
 
 func deviceSimValidate(cfg devicesim.Config, count int, codesFile, apiURL, username, certFile, keyFile string) error {
 	var errs []error

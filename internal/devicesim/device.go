@@ -64,6 +64,10 @@ type Config struct {
 	// while the device is online, so observers see notifications. 0: never.
 	ChangeEvery time.Duration
 	Logger      *slog.Logger
+	// Acknowledged, when set, is called for every representation of
+	// /light/1 the cloud has provably read (see Ack), from the goroutine
+	// that keeps the connection alive.
+	Acknowledged func(Ack)
 }
 
 // Device is a simulated OCF device. Its methods are safe for concurrent use.
@@ -89,6 +93,7 @@ type Device struct {
 	obsMu     sync.Mutex
 	obsSeq    uint32
 	observers map[observerKey]observer
+	unacked   map[mux.Conn][]Ack // written since the last pong, when Acknowledged is set
 }
 
 type credentials struct {
@@ -298,10 +303,12 @@ func (d *Device) keepAlive(ctx context.Context, conn *client.Conn) error {
 			continue
 		case <-ticker.C:
 		}
+		sent := d.takeUnacked(conn)
 		pctx, cancel := context.WithTimeout(ctx, d.cfg.PingInterval)
 		err := conn.Ping(pctx)
 		cancel()
 		if err == nil {
+			d.acknowledge(sent)
 			missed = 0
 			continue
 		}

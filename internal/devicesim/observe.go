@@ -39,16 +39,19 @@ func (d *Device) registerObserver(w mux.ResponseWriter, r *mux.Message) {
 	}
 	d.obsMu.Lock()
 	defer d.obsMu.Unlock()
-	payload, err := ocf.Marshal(d.lightRep())
+	rep := d.lightRep()
+	payload, err := ocf.Marshal(rep)
 	if err != nil {
 		d.replyText(w, codes.InternalServerError, "cannot encode representation")
 		return
 	}
 	o := observer{conn: conn, token: token}
-	if err := d.writeNotification(o, d.nextSeq(), payload); err != nil {
+	seq := d.nextSeq()
+	if err := d.writeNotification(o, seq, payload); err != nil {
 		d.log.Warn("cannot answer observe", "error", err)
 		return
 	}
+	d.sentLocked(conn, seq, rep)
 	d.observers[observerKey{conn: conn, token: string(token)}] = o
 	d.log.Info("observer registered", "href", pathLight, "observers", len(d.observers))
 }
@@ -68,6 +71,7 @@ func (d *Device) dropObservers(conn mux.Conn) {
 			delete(d.observers, k)
 		}
 	}
+	delete(d.unacked, conn) // never acknowledged
 }
 
 // notifyObservers sends the current light to every observer. A failed write
@@ -78,7 +82,8 @@ func (d *Device) notifyObservers() {
 	if len(d.observers) == 0 {
 		return
 	}
-	payload, err := ocf.Marshal(d.lightRep())
+	rep := d.lightRep()
+	payload, err := ocf.Marshal(rep)
 	if err != nil {
 		d.log.Error("cannot encode light", "error", err)
 		return
@@ -88,6 +93,8 @@ func (d *Device) notifyObservers() {
 		if err := d.writeNotification(o, seq, payload); err != nil {
 			d.log.Warn("notification failed, dropping observer", "error", err)
 			delete(d.observers, k)
+			continue
 		}
+		d.sentLocked(o.conn, seq, rep)
 	}
 }

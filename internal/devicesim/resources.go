@@ -20,9 +20,9 @@ const (
 
 // lightState is the representation of /light/1 (rt core.light).
 type lightState struct {
-	State bool   `cbor:"state"`
-	Power int64  `cbor:"power"`
-	Name  string `cbor:"name"`
+	State bool   `cbor:"state" json:"state"`
+	Power int64  `cbor:"power" json:"power"`
+	Name  string `cbor:"name" json:"name"`
 }
 
 type deviceRep struct {
