@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -211,13 +212,17 @@ type pendingTwin struct {
 }
 
 func (r *Registry) applyBatch(batch []jetstream.Msg) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	// Each write gets its own deadline. With one deadline for the batch, a
+	// slow database (a reconnect storm of publishes after a restart) used it
+	// up and every later event of the batch, twin writes included, failed
+	// at once and was nak'ed, so the twin stood still while the storm lasted.
 	pending := map[string]*pendingTwin{}
 	var order []string
 	flush := func() {
 		if len(order) > 0 {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			r.flushTwins(ctx, pending, order)
+			cancel()
 			pending, order = map[string]*pendingTwin{}, nil
 		}
 	}
@@ -244,7 +249,10 @@ func (r *Registry) applyBatch(batch []jetstream.Msg) {
 		}
 		// Anything else is applied on its own, after the twin writes before it.
 		flush()
-		if err := r.apply(ctx, e); err != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err = r.apply(ctx, e)
+		cancel()
+		if err != nil {
 			r.log.Error("apply event", "device_id", e.DeviceID, "type", e.Type, "err", err)
 			_ = msg.NakWithDelay(time.Second)
 			continue
@@ -412,6 +420,15 @@ func (r *Registry) apply(ctx context.Context, e *events.Envelope) error {
 			doc.Links = removeLinks(doc.Links, c.Hrefs)
 		}
 		doc.LinksSeq = e.Sequence
+		if !isNew && reflect.DeepEqual(doc.Links, d.doc.Links) {
+			// A device that reconnects publishes the same links again, and
+			// after a restart the whole fleet does at once. Saving the
+			// document would cost a database write per device (a collection
+			// scan on FerretDB) with every twin update queued behind it, for
+			// no change: only the sequence moves on, in memory.
+			d.doc = doc
+			break
+		}
 		if err := r.store.put(ctx, &doc, isNew); err != nil {
 			return err
 		}
