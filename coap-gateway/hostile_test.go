@@ -302,7 +302,6 @@ func TestDeviceThatStopsReadingIsDroppedByTheWriteTimeout(t *testing.T) {
 // before the connection is watched for inactivity); a device that signed in
 // on time is not.
 func TestConnectionThatNeverSignsInIsClosedAtTheDeadline(t *testing.T) {
-	t.Skip("needs the sign-in hooks in server.go and session.go (issue 11 report); remove this line once wired")
 	c := startTestCloud(t, withLimits(coapgateway.Limits{ConnRatePerIP: -1, InactivityTimeout: time.Hour, SignInTimeout: 2 * time.Second}))
 	signedIn := dialPeer(t, c.coapAddr(), nil)
 	signedIn.onboard(t, c, "2b3c4d5e-6f70-4182-93a4-b5c6d7e8f901", nil)
@@ -341,7 +340,6 @@ func TestConnectionThatNeverSignsInIsClosedAtTheDeadline(t *testing.T) {
 // like an unrecognized one: 4.02. go-coap v3.8.0 takes the first occurrence
 // and the request goes on.
 func TestRepeatedCriticalOptionIsBadOption(t *testing.T) {
-	t.Skip("needs the option check wired into server.go (issue 11 report); remove this line once wired")
 	p := dialPeer(t, startBareGateway(t, coapgateway.Limits{ConnRatePerIP: -1}), nil)
 	res := func(extra ...message.Option) coapMsg {
 		return p.request(coapFrame(codes.GET, newToken(), requestOptions(ocf.PathRes, extra...), nil))

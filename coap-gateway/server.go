@@ -125,7 +125,11 @@ func (s *connServer) newConn(rw net.Conn) *client.Conn {
 		s.g.log.Info("closing inactive device connection", "remote", cc.RemoteAddr().String())
 		_ = cc.Close()
 	})
-	cc := client.NewConnWithOpts(coapnet.NewConn(rw), &cfg, client.WithInactivityMonitor(monitor))
+	// Armed before NewConnWithOpts: over TLS its CSM write runs the
+	// handshake, which waits for the peer with no other deadline.
+	s.g.adm.awaitSignIn(rw)
+	cc := client.NewConnWithOpts(coapnet.NewConn(rw), &cfg, client.WithInactivityMonitor(monitor),
+		client.WithRequestMonitor(rejectRepeatedCriticalOptions))
 	s.g.onNewConn(cc)
 	return cc
 }

@@ -227,6 +227,7 @@ func (s *session) signIn(deviceID, userID string, expires time.Time) uint64 {
 	defer s.mu.Unlock()
 	s.signedIn, s.deviceID, s.userID, s.authFailures = true, deviceID, userID, 0
 	s.expires = expires
+	s.g.adm.signedIn(s.cc.NetConn())
 	return s.linksGen
 }
 
@@ -255,6 +256,7 @@ func (s *session) signOut() {
 	di, uid := s.deviceID, s.userID
 	s.unsubscribeLocked()
 	s.mu.Unlock()
+	s.g.adm.awaitSignIn(s.cc.NetConn()) // the connection must sign in again
 	cancelObservations(obs)
 	s.enqueue(uid, di, events.DeviceOffline, s.g.offline("signed_out"))
 }

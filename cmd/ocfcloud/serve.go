@@ -100,6 +100,8 @@ func serveCmd() *cobra.Command {
 	f.Float64Var(&cfg.GatewayLimits.ConnRatePerIP, "conn-rate-per-ip", 0, "new device connections per second from one address (default 50; negative disables)")
 	f.IntVar(&cfg.GatewayLimits.MaxPendingPerDevice, "max-pending-per-device", 0, "requests in flight to one device (default 16)")
 	f.DurationVar(&cfg.GatewayLimits.InactivityTimeout, "inactivity-timeout", 0, "drop a device connection silent this long (default 60s)")
+	f.DurationVar(&cfg.GatewayLimits.SignInTimeout, "sign-in-timeout", 0, "close a device connection not signed in this long after connecting or signing out (default 60s; negative disables)")
+	f.DurationVar(&cfg.GatewayLimits.WriteTimeout, "write-timeout", 0, "close a device connection that accepts no data this long while the gateway writes (default 30s; negative disables)")
 	f.IntVar(&cfg.StreamReplicas, "stream-replicas", 1, "replicas of the event stream and KV buckets (3 on a NATS cluster)")
 	f.DurationVar(&cfg.LeaseTTL, "lease-ttl", 0, "gateway liveness lease; devices of a gateway that stops renewing it go offline after this long (default 15s)")
 	f.StringSliceVar(&cfg.CORSOrigins, "cors-origins", nil, `origins allowed to call the HTTP API from a browser ("*" for any)`)
