@@ -116,7 +116,7 @@ func NewVerifier(ctx context.Context, issuer, jwksURL string, now func() time.Ti
 	for _, opt := range opts {
 		opt(&o)
 	}
-	keys := oidc.NewRemoteKeySet(ctx, jwksURL)
+	keys := newKeySet(ctx, jwksURL)
 	v := &Verifier{
 		v: oidc.NewVerifier(issuer, keys, &oidc.Config{
 			SkipClientIDCheck:    true,
