@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -179,15 +180,19 @@ func RunStorm(ctx context.Context, o StormOptions, w io.Writer) error {
 		return fmt.Errorf("restarting gateways: %w", err)
 	}
 	listening := time.Now()
+	devCPU0 := cpuOf(devs)
 	if err := waitSignedIn(ctx, devs, o.Devices, 5*time.Minute, w); err != nil {
 		return err
 	}
 	done := time.Now()
+	gwCPU, devCPU := cpuOf(gws), cpuOf(devs)-devCPU0
 	fmt.Fprintf(w, "| gateways killed → all devices noticed | %v |\n", restarted.Sub(killed).Round(time.Millisecond))
 	fmt.Fprintf(w, "| gateway processes started again (until listening) | %v |\n", listening.Sub(restarted).Round(time.Millisecond))
 	fmt.Fprintf(w, "| **restarted gateways listening → all %d devices signed in again** | **%v** (%.0f sign-ins/s) |\n",
 		o.Devices, done.Sub(listening).Round(time.Millisecond), n/done.Sub(listening).Seconds())
 	fmt.Fprintf(w, "| restart began → all signed in | %v |\n", done.Sub(restarted).Round(time.Millisecond))
+	fmt.Fprintf(w, "| CPU per reconnect: gateways / devices (same machine) | %v / %v |\n",
+		(gwCPU / time.Duration(o.Devices)).Round(time.Microsecond), (devCPU / time.Duration(o.Devices)).Round(time.Microsecond))
 	return nil
 }
 
@@ -365,4 +370,26 @@ func parallelDo(n, c int, f func(i int) error) error {
 		return err
 	}
 	return nil
+}
+
+// cpuOf sums the CPU time (user + system) the processes used so far.
+func cpuOf(ps []*Process) time.Duration {
+	var total time.Duration
+	for _, p := range ps {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+		if err != nil {
+			continue
+		}
+		// Fields after the command name (which may contain spaces):
+		// state is field 3, utime 14 and stime 15, in clock ticks (100/s).
+		rest := string(data[strings.LastIndexByte(string(data), ')')+2:])
+		f := strings.Fields(rest)
+		if len(f) < 13 {
+			continue
+		}
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		total += time.Duration(ut+st) * 10 * time.Millisecond
+	}
+	return total
 }
