@@ -2,10 +2,11 @@ package authz
 
 import (
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/ocfcloud/ocfcloud/internal/ratelimit"
 )
 
 // Login brute-force throttling: failed logins drain a bucket per username
@@ -24,14 +25,22 @@ const (
 )
 
 type loginThrottle struct {
-	mu        sync.Mutex
-	users     map[string]*ipBucket
-	ips       map[string]*ipBucket
-	lastSweep time.Time
+	users *ratelimit.Limiter[string]
+	ips   *ratelimit.Limiter[string]
 }
 
 func newLoginThrottle() *loginThrottle {
-	return &loginThrottle{users: make(map[string]*ipBucket), ips: make(map[string]*ipBucket)}
+	return &loginThrottle{
+		// Anyone can make up names; beyond loginThrottleMaxNames every
+		// failure sweeps out the names idle for an hour, not once an hour.
+		users: ratelimit.New[string](ratelimit.Options{
+			Rate: rate.Every(loginUserRefill), Burst: loginFailuresPerUser,
+			Idle: loginThrottleIdle, MaxKeys: loginThrottleMaxNames,
+		}),
+		ips: ratelimit.New[string](ratelimit.Options{
+			Rate: rate.Every(loginIPRefill), Burst: loginFailuresPerIP, Idle: loginThrottleIdle,
+		}),
+	}
 }
 
 func throttleKey(username string) string { return strings.ToLower(username) }
@@ -39,50 +48,11 @@ func throttleKey(username string) string { return strings.ToLower(username) }
 // wait returns how long the caller must wait before trying username from
 // ip, or 0 if it may try now.
 func (t *loginThrottle) wait(username, ip string, now time.Time) time.Duration {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	var d time.Duration
-	for _, b := range []*ipBucket{t.users[throttleKey(username)], t.ips[ip]} {
-		if b == nil {
-			continue
-		}
-		if tokens := b.lim.TokensAt(now); tokens < 1 {
-			need := time.Duration((1 - tokens) / float64(b.lim.Limit()) * float64(time.Second))
-			d = max(d, need)
-		}
-	}
-	return d
+	return max(t.users.Delay(throttleKey(username), now), t.ips.Delay(ip, now))
 }
 
 // failed records a failed login.
 func (t *loginThrottle) failed(username, ip string, now time.Time) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if now.Sub(t.lastSweep) > loginThrottleIdle || now.Before(t.lastSweep) || len(t.users) > loginThrottleMaxNames {
-		for _, m := range []map[string]*ipBucket{t.users, t.ips} {
-			for k, b := range m {
-				if now.Sub(b.lastSeen) > loginThrottleIdle {
-					delete(m, k)
-				}
-			}
-		}
-		t.lastSweep = now
-	}
-	for _, e := range []struct {
-		m     map[string]*ipBucket
-		key   string
-		every time.Duration
-		burst int
-	}{
-		{t.users, throttleKey(username), loginUserRefill, loginFailuresPerUser},
-		{t.ips, ip, loginIPRefill, loginFailuresPerIP},
-	} {
-		b := e.m[e.key]
-		if b == nil {
-			b = &ipBucket{lim: rate.NewLimiter(rate.Every(e.every), e.burst)}
-			e.m[e.key] = b
-		}
-		b.lastSeen = now
-		b.lim.AllowN(now, 1)
-	}
+	t.users.Record(throttleKey(username), now)
+	t.ips.Record(ip, now)
 }

@@ -3,10 +3,11 @@ package authz
 import (
 	"net"
 	"net/http"
-	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/ocfcloud/ocfcloud/internal/ratelimit"
 )
 
 // The token endpoint checks passwords with argon2id, so it is rate limited
@@ -14,51 +15,23 @@ import (
 // so one app cannot starve the others (seed 002).
 const limiterIdle = 3 * time.Minute
 
-// ipLimiter is a token bucket per key (a source IP or a client id). A
-// negative rate allows everything.
+// ipLimiter is a token bucket per key (a source IP or a client id) that
+// answers refusals in the OAuth error form. A negative rate allows
+// everything.
 type ipLimiter struct {
-	rate  rate.Limit
-	burst int
-
-	mu        sync.Mutex
-	byIP      map[string]*ipBucket
-	lastSweep time.Time
-}
-
-type ipBucket struct {
-	lim      *rate.Limiter
-	lastSeen time.Time
+	keys *ratelimit.Limiter[string]
 }
 
 func newIPLimiter(r rate.Limit, burst int) *ipLimiter {
-	return &ipLimiter{rate: r, burst: burst, byIP: make(map[string]*ipBucket)}
+	return &ipLimiter{keys: ratelimit.New[string](ratelimit.Options{Rate: r, Burst: burst, Idle: limiterIdle})}
 }
 
-// allow takes a token from ip's bucket at now, or returns the error to send.
-func (l *ipLimiter) allow(ip string, now time.Time) *oauthError {
-	if l.rate < 0 {
+// allow takes a token from key's bucket at now, or returns the error to send.
+func (l *ipLimiter) allow(key string, now time.Time) *oauthError {
+	if l.keys.Allow(key, now) {
 		return nil
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if now.Sub(l.lastSweep) > limiterIdle || now.Before(l.lastSweep) {
-		for k, b := range l.byIP {
-			if now.Sub(b.lastSeen) > limiterIdle {
-				delete(l.byIP, k)
-			}
-		}
-		l.lastSweep = now
-	}
-	b := l.byIP[ip]
-	if b == nil {
-		b = &ipBucket{lim: rate.NewLimiter(l.rate, l.burst)}
-		l.byIP[ip] = b
-	}
-	b.lastSeen = now
-	if b.lim.AllowN(now, 1) {
-		return nil
-	}
-	return slowDown(time.Duration(float64(time.Second) / float64(l.rate)))
+	return slowDown(time.Duration(float64(time.Second) / float64(l.keys.Limit())))
 }
 
 // clientIP is the peer address. X-Forwarded-For is not trusted: anyone could

@@ -20,6 +20,8 @@ import (
 	coapnet "github.com/plgd-dev/go-coap/v3/net"
 	"github.com/plgd-dev/go-coap/v3/tcp/client"
 	"golang.org/x/time/rate"
+
+	"github.com/ocfcloud/ocfcloud/internal/ratelimit"
 )
 
 // Limits bound what one gateway process accepts. Zero values take the
@@ -104,18 +106,16 @@ type admission struct {
 	notSignedIn atomic.Int64
 	stalled     atomic.Int64
 
-	mu        sync.Mutex
-	perIP     map[netip.Addr]*ipBucket
-	lastSweep time.Time
-}
-
-type ipBucket struct {
-	lim      *rate.Limiter
-	lastSeen time.Time
+	// perIP forgets an address once its bucket has refilled (the default
+	// Idle): it costs nothing to recreate, and the map must not grow with
+	// every address ever seen.
+	perIP *ratelimit.Limiter[netip.Addr]
 }
 
 func newAdmission(l Limits) *admission {
-	return &admission{limits: l, perIP: map[netip.Addr]*ipBucket{}}
+	return &admission{limits: l, perIP: ratelimit.New[netip.Addr](ratelimit.Options{
+		Rate: rate.Limit(l.ConnRatePerIP), Burst: l.ConnBurstPerIP,
+	})}
 }
 
 // admit reports whether a new connection from remote may proceed and, if so,
@@ -138,28 +138,7 @@ func (a *admission) allowIP(remote net.Addr) bool {
 	if err != nil {
 		return true
 	}
-	ip := ap.Addr().Unmap()
-	now := time.Now()
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	// Forget addresses whose bucket has refilled: they cost nothing to
-	// recreate, and the map must not grow with every address ever seen.
-	refill := time.Duration(float64(a.limits.ConnBurstPerIP)/a.limits.ConnRatePerIP*float64(time.Second)) + time.Second
-	if now.Sub(a.lastSweep) > refill && len(a.perIP) > 0 {
-		for k, b := range a.perIP {
-			if now.Sub(b.lastSeen) > refill {
-				delete(a.perIP, k)
-			}
-		}
-		a.lastSweep = now
-	}
-	b := a.perIP[ip]
-	if b == nil {
-		b = &ipBucket{lim: rate.NewLimiter(rate.Limit(a.limits.ConnRatePerIP), a.limits.ConnBurstPerIP)}
-		a.perIP[ip] = b
-	}
-	b.lastSeen = now
-	return b.lim.AllowN(now, 1)
+	return a.perIP.Allow(ap.Addr().Unmap(), time.Now())
 }
 
 // limitListener accepts TCP connections, applies admission and wraps
