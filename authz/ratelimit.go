@@ -1,12 +1,12 @@
 package authz
 
 import (
-	"net"
 	"net/http"
 	"time"
 
 	"golang.org/x/time/rate"
 
+	"github.com/ocfcloud/ocfcloud/internal/auth"
 	"github.com/ocfcloud/ocfcloud/internal/ratelimit"
 )
 
@@ -34,12 +34,5 @@ func (l *ipLimiter) allow(key string, now time.Time) *oauthError {
 	return slowDown(time.Duration(float64(time.Second) / float64(l.keys.Limit())))
 }
 
-// clientIP is the peer address. X-Forwarded-For is not trusted: anyone could
-// set it to get a fresh bucket per request.
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}
+// clientIP is the peer address; X-Forwarded-For is not trusted.
+func clientIP(r *http.Request) string { return auth.SourceIP(r) }

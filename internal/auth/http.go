@@ -6,9 +6,47 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/time/rate"
 
 	"github.com/ocfcloud/ocfcloud/internal/httpx"
+	"github.com/ocfcloud/ocfcloud/internal/ratelimit"
 )
+
+// Defaults of the budget of failed signature checks per source address
+// (WithFailureBudget).
+const (
+	DefaultFailuresPerSecond = 20
+	DefaultFailureBurst      = 100
+)
+
+// WithFailureBudget sets how many tokens that cost a signature check and
+// were refused (a forged signature, an expired or revoked token: see
+// watchedKeySet) Require takes from one source address: perSecond
+// sustained, burst at once. Past it, Require answers 429 with Retry-After
+// for any token it does not know yet, without checking it: an ES256
+// verification (~150 µs of CPU) is what a flood of forged tokens costs.
+// Tokens the verifier already found genuine never count and are never
+// refused. Zero values take the defaults; a negative perSecond switches the
+// budget off.
+func WithFailureBudget(perSecond float64, burst int) Option {
+	return func(o *verifierOptions) { o.failureRate, o.failureBurst = perSecond, burst }
+}
+
+func newFailureBudget(perSecond float64, burst int) *ratelimit.Limiter[string] {
+	if perSecond == 0 {
+		perSecond = DefaultFailuresPerSecond
+	}
+	if burst == 0 {
+		burst = DefaultFailureBurst
+	}
+	// The default Idle forgets an address once its budget has refilled
+	// (6 s with the defaults), so the map holds only recent offenders.
+	return ratelimit.New[string](ratelimit.Options{Rate: rate.Limit(perSecond), Burst: burst})
+}
 
 type claimsKey struct{}
 
@@ -20,7 +58,12 @@ func FromContext(ctx context.Context) *Claims {
 
 // Require wraps next so that it only runs for a valid token that grants every
 // scope in scopes. It answers 401 with WWW-Authenticate for a missing or bad
-// token (RFC 6750 §3.1) and 403 insufficient_scope for a missing scope.
+// token (RFC 6750 §3.1) and 403 insufficient_scope for a missing scope. An
+// address that has spent its budget of failed signature checks
+// (WithFailureBudget) gets 429 with Retry-After, unchecked, for every token
+// the verifier does not know, until the budget refills; tokens it knows go
+// through, so a flood does not lock out the clients behind the same NAT or
+// proxy whose tokens were verified before.
 func (v *Verifier) Require(next http.Handler, scopes ...string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		raw, err := BearerToken(r)
@@ -29,14 +72,28 @@ func (v *Verifier) Require(next http.Handler, scopes ...string) http.Handler {
 			httpx.WriteProblem(w, http.StatusUnauthorized, "a Bearer token in the Authorization header is required")
 			return
 		}
-		c, err := v.Verify(r.Context(), raw)
+		ip, now := SourceIP(r), v.clock()
+		// known is asked only when it matters: a token from an address
+		// with budget left, that verifies, costs no second hash.
+		if wait := v.failures.Delay(ip, now); wait > 0 && !v.known(raw) {
+			secs := int((wait + time.Second - 1) / time.Second)
+			w.Header().Set("Retry-After", strconv.Itoa(secs))
+			httpx.WriteProblem(w, http.StatusTooManyRequests,
+				fmt.Sprintf("too many invalid access tokens from this address; try again in %d s", secs))
+			return
+		}
+		var sigChecked bool
+		c, err := v.Verify(context.WithValue(r.Context(), sigCheckKey{}, &sigChecked), raw)
 		var expired *ExpiredTokenError
 		if errors.As(err, &expired) {
 			use := expired.Use
-			use.SourceIP = sourceIP(r)
+			use.SourceIP = ip
 			v.reportExpired(use)
 		}
 		if err != nil {
+			if sigChecked {
+				v.failures.Record(ip, now)
+			}
 			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token", error_description="the access token is invalid or expired"`)
 			httpx.WriteProblem(w, http.StatusUnauthorized, "the access token is invalid or expired")
 			return
@@ -52,11 +109,33 @@ func (v *Verifier) Require(next http.Handler, scopes ...string) http.Handler {
 	})
 }
 
+// sigCheckKey carries, on the context of a verification Require makes, a
+// *bool that watchedKeySet sets when the token reaches the signature check.
+type sigCheckKey struct{}
+
+// watchedKeySet tells Require which failed verifications cost a signature
+// check, the only expensive step: those, and only those, are charged to the
+// source address's budget. go-oidc parses the token first (malformed ones
+// end there) and checks issuer and expiry after the signature, so a token
+// with a bad signature, an unknown key id, a foreign issuer, a past expiry
+// or a revocation is charged; an absent, malformed or unknown opaque token
+// costs less than the 429 would, and is not. A known token never gets here.
+type watchedKeySet struct{ oidc.KeySet }
+
+func (k watchedKeySet) VerifySignature(ctx context.Context, jwt string) ([]byte, error) {
+	if checked, ok := ctx.Value(sigCheckKey{}).(*bool); ok {
+		*checked = true
+	}
+	return k.KeySet.VerifySignature(ctx, jwt)
+}
+
 // IsNoToken reports whether err means the request carried no token.
 func IsNoToken(err error) bool { return errors.Is(err, ErrNoToken) }
 
-// sourceIP is the peer address of r, for the audit log.
-func sourceIP(r *http.Request) string {
+// SourceIP is the TCP peer address of r: what per-address rate limits are
+// keyed on and what the audit log records. X-Forwarded-For is not trusted:
+// anyone could set it to get a fresh bucket per request.
+func SourceIP(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		return r.RemoteAddr

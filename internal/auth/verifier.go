@@ -14,6 +14,8 @@ import (
 	"github.com/coreos/go-oidc/v3/oidc"
 	"github.com/nats-io/nats.go"
 	"go.mongodb.org/mongo-driver/v2/mongo"
+
+	"github.com/ocfcloud/ocfcloud/internal/ratelimit"
 )
 
 // Scopes of the C2C API and OAuth.
@@ -77,15 +79,21 @@ type Verifier struct {
 	// of an ES256 verification. Expiry and revocation are checked on every
 	// use all the same.
 	verified verifiedCache
+
+	// failures is Require's budget of failed verifications per source
+	// address (WithFailureBudget).
+	failures *ratelimit.Limiter[string]
 }
 
 // Option configures a Verifier.
 type Option func(*verifierOptions)
 
 type verifierOptions struct {
-	nc        *nats.Conn
-	db        *mongo.Database
-	onExpired func(ExpiredTokenUse)
+	nc           *nats.Conn
+	db           *mongo.Database
+	onExpired    func(ExpiredTokenUse)
+	failureRate  float64
+	failureBurst int
 }
 
 // WithRevocations makes the verifier follow authz: it subscribes to
@@ -118,13 +126,14 @@ func NewVerifier(ctx context.Context, issuer, jwksURL string, now func() time.Ti
 	}
 	keys := newKeySet(ctx, jwksURL)
 	v := &Verifier{
-		v: oidc.NewVerifier(issuer, keys, &oidc.Config{
+		v: oidc.NewVerifier(issuer, watchedKeySet{keys}, &oidc.Config{
 			SkipClientIDCheck:    true,
 			SupportedSigningAlgs: []string{oidc.ES256},
 			Now:                  now,
 		}),
-		now:     now,
-		revoked: newRevocations(),
+		now:      now,
+		revoked:  newRevocations(),
+		failures: newFailureBudget(o.failureRate, o.failureBurst),
 	}
 	v.onExpired = o.onExpired
 	if o.nc != nil || o.db != nil {
@@ -191,6 +200,17 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
 		v.verified.put(key, &cached)
 	}
 	return &c, nil
+}
+
+// known reports whether raw is a token this verifier has already found
+// genuine: a JWT in the cache of checked signatures or a known admin-issued
+// token. It costs a hash and a map lookup and checks neither expiry nor
+// revocation.
+func (v *Verifier) known(raw string) bool {
+	if isOpaque(raw) {
+		return v.opaque != nil && v.opaque.get(HashOpaqueToken(raw)) != nil
+	}
+	return v.verified.get(sha256.Sum256([]byte(raw))) != nil
 }
 
 func (v *Verifier) clock() time.Time {
