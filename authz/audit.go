@@ -235,12 +235,19 @@ func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request) {
 	httpx.WriteJSON(w, http.StatusOK, events)
 }
 
-// problemInternal logs err and answers 500 without details.
+// problemInternal logs err and answers without details: 503 with
+// Retry-After when the database cannot be reached, so clients retry as they
+// do at the token endpoint, and 500 otherwise.
 func (s *Server) problemInternal(w http.ResponseWriter, r *http.Request, what string, err error) {
 	attrs := []any{"err", err}
 	if c := auth.FromContext(r.Context()); c != nil {
 		attrs = append(attrs, "user_id", c.Subject)
 	}
 	s.log.ErrorContext(r.Context(), what+" failed", attrs...)
+	if storageUnavailable(err) {
+		w.Header().Set("Retry-After", "5")
+		httpx.WriteProblem(w, http.StatusServiceUnavailable, "the authorization server cannot reach its storage; retry shortly")
+		return
+	}
 	httpx.WriteProblem(w, http.StatusInternalServerError, "internal error, try again later")
 }

@@ -54,8 +54,7 @@ func (s *Server) handleCreateOnboardingCode(w http.ResponseWriter, r *http.Reque
 		return
 	}
 	if err != nil {
-		s.log.ErrorContext(ctx, "create onboarding code failed", "user_id", c.Subject, "err", err)
-		httpx.WriteProblem(w, http.StatusInternalServerError, "internal error, try again later")
+		s.problemInternal(w, r, "create onboarding code", err)
 		return
 	}
 	now := s.now().UTC()
@@ -68,8 +67,7 @@ func (s *Server) handleCreateOnboardingCode(w http.ResponseWriter, r *http.Reque
 		ExpiresAt: now.Add(s.cfg.OnboardingCodeTTL),
 	}
 	if _, err := s.codes.InsertOne(ctx, doc); err != nil {
-		s.log.ErrorContext(ctx, "store onboarding code failed", "user_id", u.ID, "err", err)
-		httpx.WriteProblem(w, http.StatusInternalServerError, "internal error, try again later")
+		s.problemInternal(w, r, "store onboarding code", err)
 		return
 	}
 	s.log.InfoContext(ctx, "onboarding code created", "user_id", u.ID)

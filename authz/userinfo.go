@@ -29,8 +29,7 @@ func (s *Server) handleUserinfo(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		s.log.ErrorContext(ctx, "userinfo failed", "user_id", c.Subject, "err", err)
-		httpx.WriteProblem(w, http.StatusInternalServerError, "internal error, try again later")
+		s.problemInternal(w, r, "userinfo", err)
 		return
 	}
 	httpx.WriteJSON(w, http.StatusOK, userinfoResponse{Subject: u.ID, PreferredUsername: u.Username, Role: u.Role})
