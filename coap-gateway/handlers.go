@@ -23,6 +23,24 @@ func (g *Gateway) backendCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), g.cfg.BackendTimeout)
 }
 
+// errNATSDown means the gateway is disconnected from NATS.
+var errNATSDown = errors.New("disconnected from NATS")
+
+// publishEvent is s.publishNow for a request handler, refused at once while
+// the gateway is disconnected from NATS. Published then, an event would wait
+// the whole BackendTimeout for its ack, longer than a device waits for its
+// answer (iotivity-lite resends sign-up after 2 s), so the device would see
+// silence rather than 5.03; and nats.go would keep the event in its
+// reconnect buffer and store it after the outage, so a request answered 5.03
+// would take effect anyway: a device whose sign-in was refused would be
+// shown online for good.
+func (g *Gateway) publishEvent(ctx context.Context, s *session, owner, deviceID string, t events.Type, fill func(*events.Envelope)) error {
+	if !g.cfg.NATS.IsConnected() {
+		return fmt.Errorf("publish %s %s: %w", t, deviceID, errNATSDown)
+	}
+	return s.publishNow(ctx, owner, deviceID, t, fill)
+}
+
 func (g *Gateway) handleNotFound(w mux.ResponseWriter, r *mux.Message) {
 	s := g.sessionOf(w)
 	if s == nil || !isRequest(r) {
@@ -72,6 +90,13 @@ func (g *Gateway) signUp(s *session, w mux.ResponseWriter, r *mux.Message) {
 		respondError(w, codes.Forbidden, "sign-up: "+err.Error())
 		return
 	}
+	if !g.cfg.NATS.IsConnected() {
+		// Sign-up ends with an event that cannot be stored now: keep the
+		// single-use code unspent. Another authz replica would refuse the
+		// retry of a code exchanged here (4.01), and the device would give up.
+		respondError(w, codes.ServiceUnavailable, "sign-up: message bus unavailable, retry")
+		return
+	}
 	ctx, cancel := g.backendCtx()
 	defer cancel()
 	tok, err := g.authz.exchangeCode(ctx, req.AccessToken, req.DeviceID)
@@ -86,7 +111,7 @@ func (g *Gateway) signUp(s *session, w mux.ResponseWriter, r *mux.Message) {
 		respondError(w, codes.ServiceUnavailable, "sign-up: authorization service unavailable, retry")
 		return
 	}
-	if err := s.publishNow(ctx, tok.UserID, req.DeviceID, events.DeviceRegistered, nil); err != nil {
+	if err := g.publishEvent(ctx, s, tok.UserID, req.DeviceID, events.DeviceRegistered, nil); err != nil {
 		s.logger().Warn("sign-up: cannot record device", "device_id", req.DeviceID, "err", err)
 		respondError(w, codes.ServiceUnavailable, "sign-up: event store unavailable, retry")
 		return
@@ -153,7 +178,7 @@ func (g *Gateway) signOff(s *session, w mux.ResponseWriter, r *mux.Message) {
 	for _, o := range local {
 		o.setGone(di, true)
 	}
-	if err := s.publishNow(ctx, owner, di, events.DeviceUnregistered, nil); err != nil {
+	if err := g.publishEvent(ctx, s, owner, di, events.DeviceUnregistered, nil); err != nil {
 		for _, o := range local {
 			o.setGone(di, false)
 		}
@@ -217,7 +242,7 @@ func (g *Gateway) handleSession(w mux.ResponseWriter, r *mux.Message) {
 		return
 	}
 	online, _ := json.Marshal(events.OnlineContent{Gateway: g.cfg.ID})
-	if err := s.publishNow(ctx, c.Subject, c.DeviceID, events.DeviceOnline, func(e *events.Envelope) {
+	if err := g.publishEvent(ctx, s, c.Subject, c.DeviceID, events.DeviceOnline, func(e *events.Envelope) {
 		e.ContentType, e.Content = events.ContentTypeJSON, online
 	}); err != nil {
 		if signedIn, _, _ := s.identity(); !signedIn {
@@ -344,7 +369,7 @@ func (g *Gateway) handleRD(w mux.ResponseWriter, r *mux.Message) {
 				l.InstanceID = instanceID(l.Href)
 			}
 		}
-		if err := s.publishNow(ctx, uid, di, events.ResourcesPublished, func(e *events.Envelope) {
+		if err := g.publishEvent(ctx, s, uid, di, events.ResourcesPublished, func(e *events.Envelope) {
 			e.ContentType, e.Content = events.ContentTypeJSON, publishedContent(req.Links)
 		}); err != nil {
 			respondError(w, codes.ServiceUnavailable, "publish: event store unavailable, retry")
@@ -366,7 +391,7 @@ func (g *Gateway) handleRD(w mux.ResponseWriter, r *mux.Message) {
 			return
 		}
 		if len(hrefs) > 0 {
-			if err := s.publishNow(ctx, uid, di, events.ResourcesUnpublished, func(e *events.Envelope) {
+			if err := g.publishEvent(ctx, s, uid, di, events.ResourcesUnpublished, func(e *events.Envelope) {
 				e.ContentType, e.Content = events.ContentTypeJSON, unpublishedContent(hrefs)
 			}); err != nil {
 				respondError(w, codes.ServiceUnavailable, "unpublish: event store unavailable, retry")
