@@ -137,6 +137,9 @@ type Dispatcher struct {
 
 	fanDone   chan struct{}
 	leading   atomic.Bool
+	// leaseAt is when the fan-out lease was last taken or renewed (unix
+	// nanoseconds), 0 while this process does not hold it.
+	leaseAt atomic.Int64
 	ctl       *nats.Subscription
 	closeOnce sync.Once
 	closing   chan struct{}
@@ -370,6 +373,21 @@ func (d *Dispatcher) fanoutLoop(inbox <-chan jetstream.Msg, done chan<- struct{}
 // retried until it succeeds: skipping it would lose or reorder events.
 func (d *Dispatcher) fanoutBatch(batch []jetstream.Msg) {
 	for len(batch) > 0 {
+		// Never number deliveries on a lease that may have passed to
+		// another process (this one was paused, or its renewals are late):
+		// two processes would give different events the same sequence
+		// number. Wait for the next renewal; when the lease is lost, leave
+		// the batch to the successor, which replays from the saved position.
+		for !d.leaseFresh() {
+			if d.leaseAt.Load() == 0 {
+				return
+			}
+			select {
+			case <-d.closing:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
 		done, err := d.fanoutSome(batch)
 		batch = batch[done:]
 		if err == nil {

@@ -56,6 +56,7 @@ func (d *Dispatcher) leadLoop(l *lease) {
 		select {
 		case <-d.closing:
 			if l.held {
+				d.leaseAt.Store(0)
 				d.stopFanout()
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 				_ = d.leaderKV.Delete(ctx, leaderKey, jetstream.LastRevision(l.rev))
@@ -76,6 +77,7 @@ func (d *Dispatcher) tryLead(ctx context.Context, l *lease) {
 		rev, err := d.leaderKV.Update(ctx, leaderKey, []byte(d.instance), l.rev)
 		if err == nil {
 			l.rev, l.renewed = rev, time.Now()
+			d.leaseAt.Store(l.renewed.UnixNano())
 			return
 		}
 		// Keep fanning out through a short outage, but never past the
@@ -86,6 +88,7 @@ func (d *Dispatcher) tryLead(ctx context.Context, l *lease) {
 			return
 		}
 		d.log.Warn("webhook fan-out lease lost", "err", err)
+		d.leaseAt.Store(0)
 		d.stopFanout()
 		l.held = false
 	}
@@ -99,8 +102,10 @@ func (d *Dispatcher) tryLead(ctx context.Context, l *lease) {
 		rev = e.Revision()
 	}
 	l.held, l.rev, l.renewed = true, rev, time.Now()
+	d.leaseAt.Store(l.renewed.UnixNano())
 	if err := d.startFanout(ctx); err != nil {
 		d.log.Warn("webhook fan-out start", "err", err)
+		d.leaseAt.Store(0)
 		d.stopFanout()
 		_ = d.leaderKV.Delete(ctx, leaderKey, jetstream.LastRevision(l.rev))
 		l.held = false
@@ -168,4 +173,13 @@ func (d *Dispatcher) stopFanout() {
 	_ = d.flushSeqLocked(ctx) // best effort: a successor recovers anyway
 	d.leading.Store(false)
 	d.mu.Unlock()
+}
+
+// leaseFresh reports whether this process renewed the fan-out lease
+// recently enough that no other process can hold it: the lease's entry
+// expires FanoutLease after the last renewal, so appends stop at 2/3 of
+// that. Renewals run every third of the lease.
+func (d *Dispatcher) leaseFresh() bool {
+	at := d.leaseAt.Load()
+	return at != 0 && time.Since(time.Unix(0, at)) < d.cfg.FanoutLease*2/3
 }
