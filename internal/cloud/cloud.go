@@ -182,6 +182,7 @@ func (c *Config) setDefaults() {
 type Cloud struct {
 	cfg       Config
 	log       *slog.Logger
+	ferret    *platform.Ferret // the embedded database, when there is one
 	closers   []func()
 	httpSrv   *http.Server
 	httpLn    net.Listener
@@ -274,6 +275,7 @@ func New(ctx context.Context, cfg Config) (_ *Cloud, err error) {
 		}
 		c.closers = append(c.closers, f.Shutdown)
 		mongoURI = f.URI()
+		c.ferret = f
 	}
 	if c.mongo, err = platform.ConnectMongo(ctx, mongoURI); err != nil {
 		return nil, err
@@ -458,6 +460,12 @@ func New(ctx context.Context, cfg Config) (_ *Cloud, err error) {
 		_ = c.httpSrv.Shutdown(sctx)
 	})
 
+	if c.ferret != nil {
+		// The services created their collections: index them before traffic.
+		if err := c.ferret.IndexIDs(ctx); err != nil {
+			c.log.Warn("ferretdb _id index", "err", err)
+		}
+	}
 	c.log.Info("ocfcloud ready", "http", localURL, "issuer", c.publicURL, "services", strings.Join(cfg.Services, ","), "took", time.Since(started).Round(time.Millisecond))
 	return c, nil
 }

@@ -13,9 +13,11 @@ import (
 
 // Ferret is an embedded FerretDB on SQLite files.
 type Ferret struct {
-	uri    string
-	cancel context.CancelFunc
-	done   chan struct{}
+	uri     string
+	cancel  context.CancelFunc
+	done    chan struct{}
+	ids     *idIndexer
+	keeping chan struct{} // closed when the index keeper stopped
 }
 
 // StartFerret starts FerretDB with its SQLite files in dir, listening on a
@@ -58,8 +60,21 @@ func StartFerretOn(addr, dir string, log *slog.Logger) (*Ferret, error) {
 		cancel()
 		return nil, fmt.Errorf("embedded ferretdb: not listening after 10s")
 	}
+	fd.ids = &idIndexer{dir: dir, log: log, done: map[string]bool{}}
+	if err := fd.ids.indexAll(ctx); err != nil {
+		log.Warn("ferretdb _id index", "err", err)
+	}
+	fd.keeping = make(chan struct{})
+	go func() {
+		defer close(fd.keeping)
+		fd.ids.keep(ctx, 2*time.Second)
+	}()
 	return fd, nil
 }
+
+// IndexIDs adds the _id index (see idIndexer) to collections created since
+// the last pass; a background pass runs every 2 s as well.
+func (f *Ferret) IndexIDs(ctx context.Context) error { return f.ids.indexAll(ctx) }
 
 // URI is the MongoDB connection string of the server.
 func (f *Ferret) URI() string { return f.uri }
@@ -67,6 +82,7 @@ func (f *Ferret) URI() string { return f.uri }
 // Shutdown stops FerretDB and waits until its files are closed.
 func (f *Ferret) Shutdown() {
 	f.cancel()
+	<-f.keeping
 	<-f.done
 }
 
