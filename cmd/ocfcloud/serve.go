@@ -20,7 +20,7 @@ const exitDataDirUnusable = 3
 
 func serveCmd() *cobra.Command {
 	var cfg cloud.Config
-	var services, logLevel string
+	var services, logLevel, pprofAddr string
 	minFreeDisk := byteSize(platform.DefaultMinFreeDisk)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -53,6 +53,11 @@ func serveCmd() *cobra.Command {
 				}
 				fmt.Fprintln(os.Stderr, "ocfcloud:", err)
 				os.Exit(exitDataDirUnusable)
+			}
+			if pprofAddr != "" {
+				if err := servePprof(pprofAddr, log); err != nil {
+					return err
+				}
 			}
 			c, err := cloud.New(cmd.Context(), cfg)
 			if err != nil {
@@ -113,6 +118,7 @@ func serveCmd() *cobra.Command {
 	f.BoolVar(&cfg.Webhooks.DenyPrivate, "webhook-deny-private", false, "also deny loopback and private ranges (recommended when the cloud runs next to internal services)")
 	f.Var(&minFreeDisk, "min-free-disk", "free space the data dir needs at start when NATS or the database is embedded (e.g. 64MiB, 1GiB; 0 disables); less exits with code 3")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&pprofAddr, "pprof-addr", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060; off by default, never expose it")
 	return cmd
 }
 
