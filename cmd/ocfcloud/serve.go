@@ -54,6 +54,7 @@ func serveCmd() *cobra.Command {
 				fmt.Fprintln(os.Stderr, "ocfcloud:", err)
 				os.Exit(exitDataDirUnusable)
 			}
+			platform.TuneGC(log)
 			if pprofAddr != "" {
 				if err := servePprof(pprofAddr, log); err != nil {
 					return err

@@ -5,19 +5,27 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/ocfcloud/ocfcloud/internal/cloud"
 	"github.com/ocfcloud/ocfcloud/internal/devicesim"
+	"github.com/ocfcloud/ocfcloud/internal/gatewaybench"
 	"github.com/ocfcloud/ocfcloud/internal/loadgen"
+	"github.com/ocfcloud/ocfcloud/internal/platform"
 )
 
 // Options configure a benchmark run.
@@ -30,6 +38,15 @@ type Options struct {
 	// Devices is the number of simulated devices that live updates are
 	// spread over (a device handles a few requests at a time); default 16.
 	Devices int
+	// InProcess runs the cloud and the ceiling's server in this process.
+	// By default each runs in a child process (Spawn), as a server runs in
+	// production: then the load generator's allocations do not trigger the
+	// server's garbage collections, which otherwise set the latency tail.
+	InProcess bool
+	// Spawn starts a server child process of role "cloud" or "bare" (with
+	// args) that prints "ready <host:port>"; default re-runs this
+	// executable as `bench c2c --role <role> -- <args>`.
+	Spawn func(role string, args ...string) (*gatewaybench.Process, error)
 }
 
 const adminPassword = "bench-admin-secret"
@@ -49,13 +66,26 @@ func Run(ctx context.Context, o Options, out io.Writer) error {
 	if o.Devices <= 0 {
 		o.Devices = 16
 	}
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	c, err := cloud.Scratch(ctx, adminPassword, quiet)
-	if err != nil {
-		return err
+	if o.Spawn == nil {
+		o.Spawn = spawnSelf
 	}
-	defer c.Close()
-	base := "http://" + c.HTTPAddr()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var base string
+	if o.InProcess {
+		c, err := cloud.Scratch(ctx, adminPassword, quiet)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		base = "http://" + c.HTTPAddr()
+	} else {
+		p, err := o.Spawn("cloud")
+		if err != nil {
+			return fmt.Errorf("cloud process: %w", err)
+		}
+		defer p.Stop()
+		base = "http://" + p.Addr
+	}
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: o.Workers * 2, MaxIdleConns: o.Workers * 4, DisableCompression: true}}
 
 	fmt.Fprintf(out, "setting up: cloud on %s, %d simulated devices\n", base, o.Devices)
@@ -65,16 +95,33 @@ func Run(ctx context.Context, o Options, out io.Writer) error {
 	}
 	dctx, stopDevices := context.WithCancel(ctx)
 	defer stopDevices()
-	fleet, err := devicesim.StartFleet(dctx, devicesim.FleetConfig{
-		Count: o.Devices, Device: devicesim.Config{Logger: quiet},
-		Codes: &devicesim.APICodes{BaseURL: base, Token: token, HTTP: client},
-	}, 60*time.Second)
-	if err != nil {
-		return err
+	var deviceIDs []string
+	if o.InProcess {
+		fleet, err := devicesim.StartFleet(dctx, devicesim.FleetConfig{
+			Count: o.Devices, Device: devicesim.Config{Logger: quiet},
+			Codes: &devicesim.APICodes{BaseURL: base, Token: token, HTTP: client},
+		}, 60*time.Second)
+		if err != nil {
+			return err
+		}
+		for _, dev := range fleet.Devices() {
+			deviceIDs = append(deviceIDs, dev.DeviceID())
+		}
+	} else {
+		// The devices in a process of their own too, as devices are remote:
+		// their answers are not delayed by the load generator.
+		stop, err := startDeviceProcess(dctx, base, o.Devices)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		if deviceIDs, err = onlineDevices(ctx, client, base, token, o.Devices, 60*time.Second); err != nil {
+			return err
+		}
 	}
 	lights := make([]string, 0, o.Devices)
-	for _, dev := range fleet.Devices() {
-		lights = append(lights, base+"/api/v1/devices/"+dev.DeviceID()+"/light/1")
+	for _, di := range deviceIDs {
+		lights = append(lights, base+"/api/v1/devices/"+di+"/light/1")
 	}
 	twinURL := lights[0]
 	var twin []byte
@@ -93,18 +140,26 @@ func Run(ctx context.Context, o Options, out io.Writer) error {
 		}
 	}
 
-	// The ceiling: a bare handler answering the same bytes, same transport.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
+	// The ceiling: a bare handler answering the same bytes, same transport,
+	// in a process of its own like the cloud.
+	var bareURL string
+	if o.InProcess {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		bare := &http.Server{Handler: bareHandler(twin)}
+		go func() { _ = bare.Serve(ln) }()
+		defer bare.Close()
+		bareURL = "http://" + ln.Addr().String() + "/"
+	} else {
+		p, err := o.Spawn("bare", "--body", base64.StdEncoding.EncodeToString(twin))
+		if err != nil {
+			return fmt.Errorf("ceiling process: %w", err)
+		}
+		defer p.Stop()
+		bareURL = "http://" + p.Addr + "/"
 	}
-	bare := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(twin)
-	})}
-	go func() { _ = bare.Serve(ln) }()
-	defer bare.Close()
-	bareURL := "http://" + ln.Addr().String() + "/"
 
 	expect := func(want int, method, u string, body []byte) func(context.Context, int) error {
 		return func(ctx context.Context, _ int) error {
@@ -156,7 +211,11 @@ func Run(ctx context.Context, o Options, out io.Writer) error {
 	runtime.GC()
 	runtime.ReadMemStats(&heapAfter)
 
-	fmt.Fprintf(out, "\nmachine: %d CPUs, %s/%s, %s; load generator in the same process\n\n", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version())
+	where := "cloud and ceiling each in a child process, load generator and simulated devices in this one"
+	if o.InProcess {
+		where = "cloud, ceiling and load generator in one process"
+	}
+	fmt.Fprintf(out, "\nmachine: %d CPUs, %s/%s, %s; %s\n\n", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(), where)
 	loadgen.WriteTable(out, []loadgen.Row{
 		{Name: "bare net/http, same bytes (ceiling)", Result: bareRes},
 		{Name: "twin read GET /api/v1/devices/{id}/light/1", Result: twinRes, Note: fmt.Sprintf("%.0f %% of ceiling (target ≥ 50 %%)", 100*twinRes.PerSecond()/bareRes.PerSecond())},
@@ -207,4 +266,104 @@ func forge(token string, n int64) string {
 	_, _ = rand.Read(sig)
 	sig[0], sig[1], sig[2], sig[3] = byte(n>>24), byte(n>>16), byte(n>>8), byte(n)
 	return token[:i+1] + base64.RawURLEncoding.EncodeToString(sig)
+}
+
+func bareHandler(body []byte) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(body)
+	})
+}
+
+func spawnSelf(role string, args ...string) (*gatewaybench.Process, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	return gatewaybench.Spawn(exec.Command(exe, append([]string{"bench", "c2c", "--role", role, "--"}, args...)...))
+}
+
+// ServeRole runs a server child process: "cloud" (a whole cloud on a
+// scratch data dir, admin password as the benchmark expects) or "bare"
+// (--body: base64 of the bytes to answer). It prints "ready <host:port>"
+// and serves until stdin closes.
+func ServeRole(ctx context.Context, role string, args []string, stdin io.Reader, stdout io.Writer) error {
+	fs := flag.NewFlagSet(role, flag.ContinueOnError)
+	body := fs.String("body", "", "")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	// A server, tuned as `ocfcloud serve` tunes itself.
+	platform.TuneGC(nil)
+	switch role {
+	case "cloud":
+		c, err := cloud.Scratch(ctx, adminPassword, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		fmt.Fprintf(stdout, "ready %s\n", c.HTTPAddr())
+	case "bare":
+		b, err := base64.StdEncoding.DecodeString(*body)
+		if err != nil {
+			return err
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		srv := &http.Server{Handler: bareHandler(b)}
+		go func() { _ = srv.Serve(ln) }()
+		defer srv.Close()
+		fmt.Fprintf(stdout, "ready %s\n", ln.Addr())
+	default:
+		return fmt.Errorf("unknown role %q", role)
+	}
+	_, _ = io.Copy(io.Discard, stdin)
+	return nil
+}
+
+// startDeviceProcess runs `ocfcloud device-sim` with n devices onboarded
+// through the API at base; stop ends it.
+func startDeviceProcess(ctx context.Context, base string, n int) (stop func(), err error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, exe, "device-sim", "--count", strconv.Itoa(n), "--api-url", base,
+		"--username", "admin", "--log-level", "error")
+	cmd.Env = append(os.Environ(), "OCFCLOUD_PASSWORD="+adminPassword)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("device process: %w", err)
+	}
+	return func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }, nil
+}
+
+// onlineDevices waits until n devices are online and returns their ids.
+func onlineDevices(ctx context.Context, c *http.Client, base, token string, n int, timeout time.Duration) ([]string, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		status, body, err := call(ctx, c, http.MethodGet, base+"/api/v1/devices?$count=true&$top=100&$filter="+url.QueryEscape("online eq true"), token, nil)
+		if err == nil && status == http.StatusOK {
+			var page struct {
+				Value []struct {
+					Device struct {
+						DI string `json:"di"`
+					} `json:"device"`
+				} `json:"value"`
+			}
+			if json.Unmarshal(body, &page) == nil && len(page.Value) >= n {
+				ids := make([]string, 0, n)
+				for _, v := range page.Value[:n] {
+					ids = append(ids, v.Device.DI)
+				}
+				return ids, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("%d devices not online after %v (%d %v)", n, timeout, status, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

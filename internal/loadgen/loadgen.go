@@ -4,10 +4,14 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/ocfcloud/ocfcloud/internal/platform"
 )
 
 // Options shape a run.
@@ -51,6 +55,13 @@ func Run(ctx context.Context, o Options, do func(ctx context.Context, worker int
 	}
 	if o.Warmup == 0 {
 		o.Warmup = 500 * time.Millisecond
+	}
+	// The generator allocates about as much per request as the server; its
+	// collections pause the goroutines that take the timestamps and show up
+	// as latency the server never caused. Collect as servers do (see
+	// platform.TuneGC) while measuring, unless GOGC is set.
+	if os.Getenv("GOGC") == "" {
+		defer debug.SetGCPercent(debug.SetGCPercent(platform.ServerGCPercent))
 	}
 	if o.Warmup > 0 {
 		run(ctx, o.Workers, o.Warmup, o.Rate, do, nil)
