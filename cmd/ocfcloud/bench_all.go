@@ -527,7 +527,7 @@ func writeBenchDoc(w io.Writer, t *template.Template, m machineInfo, quick bool,
 	for i, r := range results {
 		b.WriteString(texts[i] + "\n\n")
 		fmt.Fprintf(&b, "Command: `%s` · wall time %s · %s\n\n", r.Display, wall(r), status(r))
-		out := strings.TrimSpace(r.Stdout)
+		out := strings.TrimSpace(finalText(r.Stdout))
 		if r.GoTest {
 			out = goBenchTable(out)
 		}
@@ -750,4 +750,23 @@ func timeServe(ctx context.Context, exe, dir string) (time.Duration, error) {
 			return 0, fmt.Errorf("serve not ready after 1 min: %s", strings.TrimSpace(logs.String()))
 		}
 	}
+}
+
+// finalText is what a terminal shows at the end of out: of a line redrawn
+// with \r (a progress line) only its last state, and a progress line that
+// was blanked at the end not at all.
+func finalText(out string) string {
+	lines := strings.Split(out, "\n")
+	kept := lines[:0]
+	for _, l := range lines {
+		l = strings.TrimRight(l, "\r")
+		if i := strings.LastIndex(l, "\r"); i >= 0 {
+			l = l[i+1:]
+			if strings.TrimSpace(l) == "" {
+				continue
+			}
+		}
+		kept = append(kept, strings.TrimRight(l, " "))
+	}
+	return strings.Join(kept, "\n")
 }

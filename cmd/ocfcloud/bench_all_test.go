@@ -141,3 +141,11 @@ func TestGoBenchPackagesAreThoseWithBenchmarks(t *testing.T) {
 		t.Fatalf("got %v, want %v", got, want)
 	}
 }
+
+func TestFinalTextKeepsWhatATerminalShows(t *testing.T) {
+	in := "title\n  connecting: 1/3\r  connecting: 2/3\r" + strings.Repeat(" ", 20) + "\rresult line\nprogress 1\rprogress 2\r   \r\nlast"
+	want := "title\nresult line\nlast"
+	if got := finalText(in); got != want {
+		t.Fatalf("finalText:\n%q\nwant\n%q", got, want)
+	}
+}
