@@ -135,11 +135,11 @@ type Dispatcher struct {
 	pending []pendingAppend
 	flushed time.Time // last flushSeqLocked
 
-	fanDone   chan struct{}
-	leading   atomic.Bool
+	fanDone chan struct{}
+	leading atomic.Bool
 	// leaseAt is when the fan-out lease was last taken or renewed (unix
 	// nanoseconds), 0 while this process does not hold it.
-	leaseAt atomic.Int64
+	leaseAt   atomic.Int64
 	ctl       *nats.Subscription
 	closeOnce sync.Once
 	closing   chan struct{}
