@@ -15,6 +15,10 @@ import (
 	"github.com/ocfcloud/ocfcloud/internal/ids"
 )
 
+// usedSuffix marks the record of a used code: its _id is the code's hash
+// with this suffix.
+const usedSuffix = ":used"
+
 type onboardingCodeDoc struct {
 	Hash      string     `bson:"_id"`
 	UserID    string     `bson:"user_id"`
@@ -109,6 +113,16 @@ func (s *Server) codeGrant(ctx context.Context, req tokenRequest) ([]byte, *oaut
 		return nil, invalidGrant("the code is unknown, expired or already used")
 	}
 	doc, oe := s.claimCode(ctx, hash, now)
+	retried := false
+	if oe != nil && oe.code == "invalid_grant" {
+		// Exchanged before for this device, on another replica or before a
+		// restart: the device never got that answer (the gateway answered
+		// 5.03, the link dropped), so it gets new tokens while the code is
+		// valid. Refusing would make it throw its credentials away.
+		if used := s.usedCode(ctx, hash, deviceID, now); used != nil {
+			doc, oe, retried = used, nil, true
+		}
+	}
 	if oe != nil {
 		if oe.code == "invalid_grant" {
 			s.log.InfoContext(ctx, "onboarding code refused", "device_id", deviceID)
@@ -117,18 +131,24 @@ func (s *Server) codeGrant(ctx context.Context, req tokenRequest) ([]byte, *oaut
 	}
 	body, oe := s.deviceTokens(ctx, doc.UserID, deviceID)
 	if oe != nil {
-		// Give the code back so the device can retry; it was not answered.
-		if _, err := s.codes.InsertOne(context.WithoutCancel(ctx), doc); err != nil {
-			s.log.ErrorContext(ctx, "release onboarding code failed", "device_id", deviceID, "err", err)
+		if !retried {
+			// Give the code back so the device can retry; it was not answered.
+			if _, err := s.codes.InsertOne(context.WithoutCancel(ctx), doc); err != nil {
+				s.log.ErrorContext(ctx, "release onboarding code failed", "device_id", deviceID, "err", err)
+			}
 		}
 		return nil, oe
 	}
 	e.answer, e.deviceID, e.expiresAt = body, deviceID, doc.ExpiresAt
+	if retried {
+		s.log.InfoContext(ctx, "repeated sign-up answered with new tokens", "user_id", doc.UserID, "device_id", deviceID)
+		return body, nil
+	}
 	used := *doc
 	// A new _id: re-inserting the claimed _id would let a concurrent claim
 	// that read the code before our delete delete the used record instead
 	// and count as a second winner (FerretDB deletes by _id after reading).
-	used.Hash = doc.Hash + ":used"
+	used.Hash = doc.Hash + usedSuffix
 	used.DeviceID = deviceID
 	usedAt := now.UTC()
 	used.UsedAt = &usedAt
@@ -139,6 +159,19 @@ func (s *Server) codeGrant(ctx context.Context, req tokenRequest) ([]byte, *oaut
 	}
 	s.log.InfoContext(ctx, "device signed up with onboarding code", "user_id", doc.UserID, "device_id", deviceID)
 	return body, nil
+}
+
+// usedCode returns the record of the code with hash used by deviceID, if
+// the code has not expired.
+func (s *Server) usedCode(ctx context.Context, hash, deviceID string, now time.Time) *onboardingCodeDoc {
+	var used onboardingCodeDoc
+	if err := s.codes.FindOne(ctx, bson.M{"_id": hash + usedSuffix}).Decode(&used); err != nil {
+		return nil
+	}
+	if !sameDevice(used.DeviceID, deviceID) || !now.Before(used.ExpiresAt) {
+		return nil
+	}
+	return &used
 }
 
 // claimCode takes the unused, unexpired code with hash for the caller alone.

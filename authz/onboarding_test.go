@@ -162,6 +162,31 @@ func expectOneWinner(t *testing.T, replies []tokenReply) {
 	}
 }
 
+// TestSignUpRetriedOnAnotherReplicaGetsTokens: a device whose sign-up was
+// exchanged by replica a but never answered (the gateway answered 5.03)
+// retries through replica b, which has no cached answer: it gets new
+// tokens, not invalid_grant; another device still gets invalid_grant.
+func TestSignUpRetriedOnAnotherReplicaGetsTokens(t *testing.T) {
+	a := startCloud(t, nil, nil, nil)
+	b := startCloud(t, a.db, a.clock, nil)
+	code := a.newCode().AT
+	first := a.exchangeCode(code, deviceA)
+	if first.Status != http.StatusOK {
+		t.Fatalf("first exchange: %d %s", first.Status, first.Body)
+	}
+	a.clock.Advance(2 * time.Second)
+	retry := b.exchangeCode(code, deviceA)
+	if retry.Status != http.StatusOK || retry.AccessToken == "" || retry.UserID != first.UserID {
+		t.Fatalf("retry on the other replica: %d %s", retry.Status, retry.Body)
+	}
+	if claims := b.verify(retry.AccessToken); claims.DeviceID != deviceA {
+		t.Fatalf("retry claims %+v", claims)
+	}
+	expectOAuthError(t, b.exchangeCode(code, deviceB), http.StatusBadRequest, "invalid_grant")
+	a.clock.Advance(10 * time.Minute)
+	expectOAuthError(t, b.exchangeCode(code, deviceA), http.StatusBadRequest, "invalid_grant")
+}
+
 func TestOnboardingCodeNeedsBearer(t *testing.T) {
 	c := startCloud(t, nil, nil, nil)
 	resp := c.postOnboardingCode("")
