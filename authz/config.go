@@ -64,6 +64,10 @@ type Config struct {
 	PortalRedirectURIs []string
 	// Now is used for every expiry decision; default time.Now.
 	Now func() time.Time
+	// DatabaseUp, when set, reports whether the database answered its last
+	// health check; while it is false the token endpoint answers 503
+	// temporarily_unavailable at once for the grants that need the database.
+	DatabaseUp func() bool
 	// Logger receives operational logs, never secrets; default discards.
 	Logger *slog.Logger
 

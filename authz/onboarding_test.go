@@ -8,10 +8,13 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/ocfcloud/ocfcloud/authz"
 )
 
 const (
@@ -219,5 +222,29 @@ func TestExpiredOnboardingCodesAreSwept(t *testing.T) {
 	n, err := c.db.Collection("onboarding_codes").CountDocuments(context.Background(), bson.M{})
 	if err != nil || n != 1 {
 		t.Fatalf("%d codes left (%v), want 1", n, err)
+	}
+}
+
+// TestTokenEndpointAnswersAtOnceWhileTheDatabaseIsDown: while the database
+// watcher reports it down, the grants that need it answer 503
+// temporarily_unavailable with Retry-After without trying, and answer
+// normally again once it is back.
+func TestTokenEndpointAnswersAtOnceWhileTheDatabaseIsDown(t *testing.T) {
+	var up atomic.Bool
+	up.Store(true)
+	c := startCloud(t, nil, nil, func(cfg *authz.Config) { cfg.DatabaseUp = up.Load })
+	code := c.newCode().AT
+	up.Store(false)
+	for name, r := range map[string]tokenReply{
+		"device code": c.exchangeCode(code, deviceA),
+		"password":    c.login("admin", adminPassword, ""),
+	} {
+		if r.Status != http.StatusServiceUnavailable || r.Error != "temporarily_unavailable" || r.Header.Get("Retry-After") == "" {
+			t.Errorf("%s while the database is down: %d %s, Retry-After %q", name, r.Status, r.Body, r.Header.Get("Retry-After"))
+		}
+	}
+	up.Store(true)
+	if r := c.exchangeCode(code, deviceA); r.Status != http.StatusOK {
+		t.Fatalf("device code after the outage: %d %s (the code must not be spent by the refused exchange)", r.Status, r.Body)
 	}
 }

@@ -76,6 +76,12 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		e = unsupportedGrantType("grant_type must be one of " + strings.Join(supportedGrants, ", "))
 	case !slices.Contains(req.client.grants, gt):
 		e = unauthorizedClient(fmt.Sprintf("client %s may not use grant_type %s", req.clientID, gt))
+	case gt != grantClientCredentials && s.cfg.DatabaseUp != nil && !s.cfg.DatabaseUp():
+		// Every grant but client_credentials reads or writes the database:
+		// while it is known to be down, say so at once instead of after the
+		// driver's server-selection timeout (5 s, longer than a device waits
+		// before it resends).
+		e = storageOutage()
 	case gt == grantPassword:
 		body, e = s.passwordGrant(r.Context(), req)
 	case gt == grantAuthorizationCode && req.clientID == clientDevice:
@@ -334,11 +340,16 @@ func (s *Server) issueJSON(ctx context.Context, g grant) ([]byte, *oauthError) {
 func (s *Server) internalError(ctx context.Context, what string, err error, attrs ...any) *oauthError {
 	s.log.Log(ctx, slog.LevelError, what+" failed", append(attrs, "err", err)...)
 	if storageUnavailable(err) {
-		// The client may retry as is: say so in the protocol's own terms.
-		return &oauthError{status: http.StatusServiceUnavailable, code: "temporarily_unavailable",
-			description: "the authorization server cannot reach its storage; retry shortly", retryAfter: 5 * time.Second}
+		return storageOutage()
 	}
 	return serverError()
+}
+
+// storageOutage tells the client, in the protocol's own terms, that it may
+// retry the same request shortly.
+func storageOutage() *oauthError {
+	return &oauthError{status: http.StatusServiceUnavailable, code: "temporarily_unavailable",
+		description: "the authorization server cannot reach its storage; retry shortly", retryAfter: 5 * time.Second}
 }
 
 // storageUnavailable reports whether err means the database could not be

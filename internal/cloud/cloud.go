@@ -369,6 +369,7 @@ func New(ctx context.Context, cfg Config) (_ *Cloud, err error) {
 	}
 	if c.has(ServiceAuthz) {
 		c.authz, err = authz.New(ctx, authz.Config{
+			DatabaseUp:    c.dbUp.Load,
 			Issuer:        c.publicURL,
 			JWKSURL:       authzURL + "/.well-known/jwks.json",
 			AdminPassword: cfg.AdminPassword,
