@@ -276,11 +276,7 @@ func bareHandler(body []byte) http.Handler {
 }
 
 func spawnSelf(role string, args ...string) (*gatewaybench.Process, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
-	return gatewaybench.Spawn(exec.Command(exe, append([]string{"bench", "c2c", "--role", role, "--"}, args...)...))
+	return gatewaybench.SpawnBenchRole("c2c", role, args...)
 }
 
 // ServeRole runs a server child process: "cloud" (a whole cloud on a

@@ -41,11 +41,18 @@ type Process struct {
 }
 
 func spawnSelf(role string, args []string) (*Process, error) {
+	return SpawnBenchRole("gateway", role, args...)
+}
+
+// SpawnBenchRole starts a server process of a benchmark by re-running this
+// executable (the ocfcloud binary) as `bench <bench> --role <role> --
+// <args>`; the process must print "ready <addr>" (see Process).
+func SpawnBenchRole(bench, role string, args ...string) (*Process, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	return Spawn(exec.Command(exe, append([]string{"bench", "gateway", "--role", role, "--"}, args...)...))
+	return Spawn(exec.Command(exe, append([]string{"bench", bench, "--role", role, "--"}, args...)...))
 }
 
 // SpawnSelf starts a server process of role ("backend", "gateway" or
