@@ -257,7 +257,7 @@ func (g *Gateway) expireSessions(now time.Time) {
 	var due []*session
 	for _, s := range g.sessions {
 		s.mu.Lock()
-		if s.signedIn && !s.expires.IsZero() && !now.Before(s.expires) {
+		if s.expiredLocked(now) {
 			due = append(due, s)
 		}
 		s.mu.Unlock()

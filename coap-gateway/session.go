@@ -231,10 +231,16 @@ func (s *session) signIn(deviceID, userID string, expires time.Time) uint64 {
 	return s.linksGen
 }
 
+// expiredLocked reports whether the session is signed in with an access
+// token that has expired at now; s.mu is held.
+func (s *session) expiredLocked(now time.Time) bool {
+	return s.signedIn && !s.expires.IsZero() && !now.Before(s.expires)
+}
+
 // expireIfDue signs the session out when its access token has expired.
 func (s *session) expireIfDue(now time.Time) {
 	s.mu.Lock()
-	due := s.signedIn && !s.expires.IsZero() && !now.Before(s.expires)
+	due := s.expiredLocked(now)
 	s.mu.Unlock()
 	if due {
 		s.logger().Info("access token expired; device must refresh and sign in again")
