@@ -2,6 +2,7 @@ package platform
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"io"
 	"log/slog"
@@ -60,7 +61,7 @@ func StartFerretOn(addr, dir string, log *slog.Logger) (*Ferret, error) {
 		cancel()
 		return nil, fmt.Errorf("embedded ferretdb: not listening after 10s")
 	}
-	fd.ids = &idIndexer{dir: dir, log: log, done: map[string]bool{}}
+	fd.ids = &idIndexer{dir: dir, log: log, done: map[string]bool{}, dbs: map[string]*sql.DB{}}
 	if err := fd.ids.indexAll(ctx); err != nil {
 		log.Warn("ferretdb _id index", "err", err)
 	}
@@ -83,6 +84,7 @@ func (f *Ferret) URI() string { return f.uri }
 func (f *Ferret) Shutdown() {
 	f.cancel()
 	<-f.keeping
+	f.ids.close()
 	<-f.done
 }
 

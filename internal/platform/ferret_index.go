@@ -28,7 +28,8 @@ type idIndexer struct {
 	dir  string
 	log  *slog.Logger
 	mu   sync.Mutex
-	done map[string]bool // "<file>/<table>" already indexed
+	done map[string]bool    // "<file>/<table>" already indexed
+	dbs  map[string]*sql.DB // open database files, kept between passes
 }
 
 // idIndexName is the name of the index this adds to table.
@@ -51,11 +52,15 @@ func (x *idIndexer) indexAll(ctx context.Context) error {
 }
 
 func (x *idIndexer) indexFile(ctx context.Context, file string) error {
-	db, err := sql.Open("sqlite", "file:"+file+"?_pragma=busy_timeout(10000)")
-	if err != nil {
-		return err
+	db := x.dbs[file]
+	if db == nil {
+		var err error
+		if db, err = sql.Open("sqlite", "file:"+file+"?_pragma=busy_timeout(10000)"); err != nil {
+			return err
+		}
+		db.SetMaxOpenConns(1)
+		x.dbs[file] = db
 	}
-	defer db.Close()
 	rows, err := db.QueryContext(ctx, `SELECT table_name FROM _ferretdb_collections`)
 	if err != nil {
 		if strings.Contains(err.Error(), "no such table") {
@@ -90,6 +95,16 @@ func (x *idIndexer) indexFile(ctx context.Context, file string) error {
 		x.log.Debug("ferretdb _id index added", "table", t)
 	}
 	return nil
+}
+
+// close closes the database files the passes opened.
+func (x *idIndexer) close() {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for file, db := range x.dbs {
+		_ = db.Close()
+		delete(x.dbs, file)
+	}
 }
 
 // keep adds indexes for new collections every interval until ctx ends.
