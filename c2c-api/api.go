@@ -42,6 +42,7 @@ type API struct {
 	log      *slog.Logger
 	registry registryapi.Querier
 	commands *commands.Client
+	reprs    reprCache // JSON of CBOR representations
 	pub      *events.Publisher
 	seq      *events.Sequencer
 	webhooks *Dispatcher

@@ -26,14 +26,14 @@ import (
 const adminPassword = "admin-secret"
 
 type stack struct {
-	t     *testing.T
+	t     testing.TB
 	c     *cloud.Cloud
 	base  string
 	token string
 	sub   string
 }
 
-func startStack(t *testing.T) *stack {
+func startStack(t testing.TB) *stack {
 	t.Helper()
 	c, err := cloud.New(context.Background(), cloud.Config{
 		DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", CoAPAddr: "127.0.0.1:0", CoAPSAddr: "-",
@@ -104,7 +104,7 @@ func (s *stack) getJSON(path string, want int, out any) http.Header {
 	return resp.Header
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for !cond() {

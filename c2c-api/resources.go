@@ -8,7 +8,6 @@ import (
 	"mime"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/ocfcloud/ocfcloud/internal/commands"
@@ -22,37 +21,86 @@ const (
 	contentTypeOCFCBOR = "application/vnd.ocf+cbor"
 	// maxRequestBody bounds resource updates.
 	maxRequestBody = 256 << 10
-	// ocfStatusHeader carries the device's CoAP status with every resource answer.
-	ocfStatusHeader = "OCF-Status"
 )
 
-func resourceHref(r *http.Request) string { return "/" + r.PathValue("href") }
+func resourceHref(r *http.Request) string {
+	v := r.PathValue("href")
+	// The path ends in "/" + href, where ServeMux matched it: a slice of it
+	// is the same string without a new one for every request.
+	if p := r.URL.Path; len(p) > len(v) && p[len(p)-len(v)-1] == '/' && p[len(p)-len(v):] == v {
+		return p[len(p)-len(v)-1:]
+	}
+	return "/" + v
+}
+
+// Header keys in canonical form and constant values, assigned to the header
+// map directly: Header.Set would canonicalise "ETag" and "OCF-Status" into
+// new strings and allocate a value slice on every request. The value slices
+// are shared and have capacity 1, so an Add appends to a copy.
+const (
+	keyETag         = "Etag"
+	keyLastModified = "Last-Modified"
+	// keyOCFStatus (OCF-Status) carries the device's CoAP status with every
+	// resource answer.
+	keyOCFStatus   = "Ocf-Status"
+	keyContentType = "Content-Type"
+)
+
+var (
+	valueJSON    = []string{"application/json"}
+	valueOCFCBOR = []string{contentTypeOCFCBOR}
+	statusValues = map[string][]string{}
+)
+
+func init() {
+	for _, code := range []string{"2.01", "2.02", "2.03", "2.04", "2.05"} {
+		statusValues[code] = []string{code}
+	}
+}
+
+// ocfStatusValue is the OCF-Status header value of a CoAP code.
+func ocfStatusValue(code string) []string {
+	if v, ok := statusValues[code]; ok {
+		return v
+	}
+	return []string{code}
+}
 
 // getResource answers the twin content, or asks the device with ?twin=false.
 func (a *API) getResource(w http.ResponseWriter, r *http.Request) {
-	switch r.URL.Query().Get("twin") {
-	case "", "true":
-	case "false":
-		a.command(w, r, commands.MethodGet, nil)
-		return
-	default:
-		httpx.WriteProblem(w, http.StatusBadRequest, "twin must be true or false")
-		return
+	// Parsing the query costs a map; most reads have none.
+	if r.URL.RawQuery != "" {
+		switch r.URL.Query().Get("twin") {
+		case "", "true":
+		case "false":
+			a.command(w, r, commands.MethodGet, nil)
+			return
+		default:
+			httpx.WriteProblem(w, http.StatusBadRequest, "twin must be true or false")
+			return
+		}
 	}
 	res, err := a.registry.Resource(r.Context(), registryapi.ResourceRequest{Caller: callerOf(r), DeviceID: r.PathValue("id"), Href: resourceHref(r)})
 	if err != nil {
 		a.registryError(w, err)
 		return
 	}
-	etag := `"` + strconv.FormatUint(res.Sequence, 36) + `"`
-	w.Header().Set("ETag", etag)
-	w.Header().Set("Last-Modified", res.Time.UTC().Format(http.TimeFormat))
-	w.Header().Set(ocfStatusHeader, "2.05")
-	if inm := r.Header.Get("If-None-Match"); inm != "" && (inm == etag || inm == "*") {
+	rep := a.represent(r, res.ContentType, res.Content)
+	var th *twinHeaders
+	if rep.entry != nil {
+		th = rep.entry.headers(res.Sequence, res.Time)
+	} else {
+		th = newTwinHeaders(res.Sequence, res.Time)
+	}
+	h := w.Header()
+	h[keyETag] = th.etagValue
+	h[keyLastModified] = th.lastModified
+	h[keyOCFStatus] = statusValues["2.05"]
+	if inm := r.Header.Get("If-None-Match"); inm != "" && (inm == th.etag || inm == "*") {
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
-	writeContent(w, r, http.StatusOK, res.ContentType, res.Content)
+	rep.write(w, http.StatusOK)
 }
 
 func (a *API) updateResource(w http.ResponseWriter, r *http.Request) {
@@ -147,7 +195,7 @@ func (a *API) command(w http.ResponseWriter, r *http.Request, method string, con
 		httpx.WriteProblem(w, http.StatusBadGateway, "the request to the device failed")
 		return
 	}
-	w.Header().Set(ocfStatusHeader, resp.Code)
+	w.Header()[keyOCFStatus] = ocfStatusValue(resp.Code)
 	status := httpStatus(resp.Code)
 	if status >= 400 {
 		detail := "the device answered " + resp.Code
@@ -161,7 +209,7 @@ func (a *API) command(w http.ResponseWriter, r *http.Request, method string, con
 		w.WriteHeader(status)
 		return
 	}
-	writeContent(w, r, status, resp.ContentType, resp.Content)
+	a.represent(r, resp.ContentType, resp.Content).write(w, status)
 }
 
 // httpStatus maps a CoAP response code ("2.05") to HTTP.
@@ -200,32 +248,47 @@ func toJSON(contentType string, content []byte) (json.RawMessage, error) {
 	return ocf.CBORToJSON(content)
 }
 
-// writeContent answers a representation in the format the client accepts:
-// JSON unless it asks for OCF CBOR.
-func writeContent(w http.ResponseWriter, r *http.Request, status int, contentType string, content []byte) {
+// representation is content in the format the client accepts, or the
+// reason it could not be converted.
+type representation struct {
+	body        []byte
+	contentType []string
+	entry       *reprEntry // the cached conversion, when there is one
+	problem     string     // set when the content could not be converted
+}
+
+// represent converts content to the format the client accepts: JSON unless
+// it asks for OCF CBOR. CBOR is converted to JSON through a.reprs.
+func (a *API) represent(r *http.Request, contentType string, content []byte) representation {
 	wantCBOR := strings.Contains(r.Header.Get("Accept"), contentTypeOCFCBOR)
 	switch {
 	case wantCBOR && contentType == events.ContentTypeOCFCBOR:
+		return representation{body: content, contentType: valueOCFCBOR}
 	case wantCBOR:
 		c, err := ocf.JSONToCBOR(content)
 		if err != nil {
-			httpx.WriteProblem(w, http.StatusBadGateway, "the device sent content that cannot be converted")
-			return
+			return representation{problem: "the device sent content that cannot be converted"}
 		}
-		content = c
+		return representation{body: c, contentType: valueOCFCBOR}
+	case contentType == events.ContentTypeJSON:
+		return representation{body: content, contentType: valueJSON}
 	default:
-		j, err := toJSON(contentType, content)
+		e, err := a.reprs.get(content, ocf.CBORToJSON)
 		if err != nil {
-			httpx.WriteProblem(w, http.StatusBadGateway, "the device sent content that is not valid CBOR")
-			return
+			return representation{problem: "the device sent content that is not valid CBOR"}
 		}
-		content = j
+		return representation{body: e.json, contentType: valueJSON, entry: e}
 	}
-	if wantCBOR {
-		w.Header().Set("Content-Type", contentTypeOCFCBOR)
-	} else {
-		w.Header().Set("Content-Type", "application/json")
+}
+
+// write answers the representation with status, or 502 when the content
+// could not be converted.
+func (rep representation) write(w http.ResponseWriter, status int) {
+	if rep.problem != "" {
+		httpx.WriteProblem(w, http.StatusBadGateway, rep.problem)
+		return
 	}
+	w.Header()[keyContentType] = rep.contentType
 	w.WriteHeader(status)
-	_, _ = w.Write(content)
+	_, _ = w.Write(rep.body)
 }
