@@ -51,6 +51,8 @@ func newFailureBudget(perSecond float64, burst int) *ratelimit.Limiter[string] {
 type claimsKey struct{}
 
 // FromContext returns the claims that Require stored on the request context.
+// They may be shared with the verifier's cache and other requests: read
+// them, never modify them.
 func FromContext(ctx context.Context) *Claims {
 	c, _ := ctx.Value(claimsKey{}).(*Claims)
 	return c
@@ -82,8 +84,7 @@ func (v *Verifier) Require(next http.Handler, scopes ...string) http.Handler {
 				fmt.Sprintf("too many invalid access tokens from this address; try again in %d s", secs))
 			return
 		}
-		var sigChecked bool
-		c, err := v.Verify(context.WithValue(r.Context(), sigCheckKey{}, &sigChecked), raw)
+		c, _, sigChecked, err := v.verify(r.Context(), raw, true)
 		var expired *ExpiredTokenError
 		if errors.As(err, &expired) {
 			use := expired.Use

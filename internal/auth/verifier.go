@@ -6,10 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"github.com/nats-io/nats.go"
@@ -51,7 +51,21 @@ type Claims struct {
 
 // HasScope reports whether the token grants scope.
 func (c *Claims) HasScope(scope string) bool {
-	return slices.Contains(strings.Fields(c.Scope), scope)
+	// strings.Fields without its slice: Require asks on every request.
+	for rest := c.Scope; ; {
+		rest = strings.TrimLeftFunc(rest, unicode.IsSpace)
+		if rest == "" {
+			return false
+		}
+		end := strings.IndexFunc(rest, unicode.IsSpace)
+		if end < 0 {
+			end = len(rest)
+		}
+		if rest[:end] == scope {
+			return true
+		}
+		rest = rest[end:]
+	}
 }
 
 // IsAdmin reports whether the token belongs to an administrator.
@@ -162,24 +176,49 @@ func (v *Verifier) Close() {
 // Verify checks signature, issuer, expiry and revocation of raw and returns
 // its claims. A revoked token gives an error wrapping ErrRevoked.
 func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
+	c, shared, _, err := v.verify(ctx, raw, false)
+	if shared {
+		cp := *c
+		return &cp, nil
+	}
+	return c, err
+}
+
+// verify is Verify. shared means c is the verifier's cached value, which the
+// caller must not modify. With watch, sigChecked reports whether the token
+// reached the signature check (see watchedKeySet); only then does the
+// context carry the flag, so a token found in the cache costs no
+// allocation.
+func (v *Verifier) verify(ctx context.Context, raw string, watch bool) (c *Claims, shared, sigChecked bool, err error) {
 	if err := v.waitReady(ctx); err != nil {
-		return nil, fmt.Errorf("verify token: %w", err)
+		return nil, false, false, fmt.Errorf("verify token: %w", err)
 	}
 	if isOpaque(raw) {
-		return v.verifyOpaque(raw)
+		c, err := v.verifyOpaque(raw)
+		return c, false, false, err
 	}
 	key := sha256.Sum256([]byte(raw))
 	if c := v.verified.get(key); c != nil {
 		if !v.clock().Before(c.ExpiresAt) {
 			v.verified.drop(key)
-			return nil, errors.New("verify token: oidc: token is expired")
+			return nil, false, false, errors.New("verify token: oidc: token is expired")
 		}
 		if v.revoked.revoked(c) {
-			return nil, fmt.Errorf("verify token: %w", ErrRevoked)
+			return nil, false, false, fmt.Errorf("verify token: %w", ErrRevoked)
 		}
-		cp := *c
-		return &cp, nil
+		return c, true, false, nil
 	}
+	var checked *bool
+	if watch {
+		checked = new(bool)
+		ctx = context.WithValue(ctx, sigCheckKey{}, checked)
+	}
+	c, err = v.verifyJWT(ctx, raw, key)
+	return c, false, checked != nil && *checked, err
+}
+
+// verifyJWT checks a token that is not in the cache and caches it.
+func (v *Verifier) verifyJWT(ctx context.Context, raw string, key [32]byte) (*Claims, error) {
 	tok, err := v.v.Verify(ctx, raw)
 	if err != nil {
 		return nil, fmt.Errorf("verify token: %w", err)

@@ -53,3 +53,23 @@ func TestOpaqueTokensAreCheckedInMemory(t *testing.T) {
 		t.Fatal("a revoked opaque token verified")
 	}
 }
+
+func TestScopesAreWholeSpaceSeparatedWords(t *testing.T) {
+	for _, c := range []struct {
+		scope, want string
+		has         bool
+	}{
+		{"r:resources:* w:resources:*", "w:resources:*", true},
+		{"  r:resources:*\tw:resources:*  ", "r:resources:*", true},
+		{"r:resources:*x", "r:resources:*", false},
+		{"xr:resources:*", "r:resources:*", false},
+		{"r:resources", "r:resources:*", false},
+		{"", "r:resources:*", false},
+		{"   ", "", false},
+		{"a\u00a0b", "b", true}, // any Unicode space separates, as strings.Fields
+	} {
+		if got := (&Claims{Scope: c.scope}).HasScope(c.want); got != c.has {
+			t.Errorf("scope %q has %q: %v, want %v", c.scope, c.want, got, c.has)
+		}
+	}
+}
