@@ -54,7 +54,10 @@ type claimsKey struct{}
 // They may be shared with the verifier's cache and other requests: read
 // them, never modify them.
 func FromContext(ctx context.Context) *Claims {
-	c, _ := ctx.Value(claimsKey{}).(*Claims)
+	if c, ok := ctx.Value(claimsKey{}).(*Claims); ok {
+		return c
+	}
+	c, _ := httpx.Local(ctx, claimsKey{}).(*Claims)
 	return c
 }
 
@@ -106,7 +109,12 @@ func (v *Verifier) Require(next http.Handler, scopes ...string) http.Handler {
 				return
 			}
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), claimsKey{}, c)))
+		// The request's local store (httpx.WithRequestID) takes the claims
+		// without a copy of the request; a context value otherwise.
+		if !httpx.SetLocal(r.Context(), claimsKey{}, c) {
+			r = r.WithContext(context.WithValue(r.Context(), claimsKey{}, c))
+		}
+		next.ServeHTTP(w, r)
 	})
 }
 

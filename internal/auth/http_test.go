@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -219,5 +220,31 @@ func TestKnownAdminTokensPassAnExhaustedBudget(t *testing.T) {
 	}
 	if w := call(h, "192.0.2.1", OpaqueTokenPrefix+"guessed"); w.Code != http.StatusTooManyRequests {
 		t.Fatalf("unknown opaque token over budget: %d, want 429", w.Code)
+	}
+}
+
+// TestHandlersSeeTheClaimsWithAndWithoutARequestStore: behind
+// httpx.WithRequestID, Require hands the claims on in the request's store;
+// without it, on the context. Handlers read them the same way, on the
+// first request (signature checked) and on later ones (cached).
+func TestHandlersSeeTheClaimsWithAndWithoutARequestStore(t *testing.T) {
+	f := newIssuerFixture(t)
+	v := f.verifier()
+	tok := f.genuine()
+	var got *Claims
+	seen := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = FromContext(r.Context())
+		w.WriteHeader(http.StatusOK)
+	})
+	for name, h := range map[string]http.Handler{
+		"bare":            v.Require(seen, ScopeReadResources),
+		"with request id": httpx.WithRequestID(slog.New(slog.DiscardHandler), v.Require(seen, ScopeReadResources)),
+	} {
+		for i := range 2 {
+			got = nil
+			if w := call(h, "192.0.2.7", tok); w.Code != http.StatusOK || got == nil || got.Subject != "user-1" || !got.HasScope(ScopeReadResources) {
+				t.Fatalf("%s, request %d: %d, claims %+v", name, i, w.Code, got)
+			}
+		}
 	}
 }

@@ -17,8 +17,10 @@ type requestIDKey struct{}
 
 // RequestID returns the request id that WithRequestID put on ctx.
 func RequestID(ctx context.Context) string {
-	id, _ := ctx.Value(requestIDKey{}).(string)
-	return id
+	if st, ok := ctx.Value(requestIDKey{}).(*requestState); ok {
+		return st.id
+	}
+	return ""
 }
 
 func validRequestID(s string) bool {
@@ -33,6 +35,58 @@ func validRequestID(s string) bool {
 	return true
 }
 
+// requestState is what WithRequestID keeps for one request, in a single
+// allocation: the response writer wrapper, the id (on the context as this
+// pointer, which boxes without allocating), the header value and the
+// request's locals (SetLocal).
+type requestState struct {
+	statusWriter
+	id       string
+	idHeader [1]string
+	locals   [maxLocals]local
+}
+
+type local struct{ key, val any }
+
+// maxLocals is how many values SetLocal keeps per request; authentication
+// needs one.
+const maxLocals = 2
+
+// SetLocal stores val under key (a comparable value, as for
+// context.WithValue) in the request's store that WithRequestID put on ctx,
+// so a middleware hands a value to the handlers after it without copying
+// the request (r.WithContext copies all of it). It reports false when ctx
+// has no store or the store is full; the caller then uses
+// context.WithValue. Only the goroutine serving the request may call it,
+// before it calls the next handler.
+func SetLocal(ctx context.Context, key, val any) bool {
+	st, ok := ctx.Value(requestIDKey{}).(*requestState)
+	if !ok {
+		return false
+	}
+	for i := range st.locals {
+		if l := &st.locals[i]; l.key == nil || l.key == key {
+			l.key, l.val = key, val
+			return true
+		}
+	}
+	return false
+}
+
+// Local returns the value SetLocal stored under key on ctx's request, or nil.
+func Local(ctx context.Context, key any) any {
+	st, ok := ctx.Value(requestIDKey{}).(*requestState)
+	if !ok {
+		return nil
+	}
+	for _, l := range st.locals {
+		if l.key == key {
+			return l.val
+		}
+	}
+	return nil
+}
+
 // WithRequestID gives every request an id (the client's X-Request-Id when it
 // is sane, else a new one), echoes it in the response and logs the request
 // with it. Query strings are not logged: they never carry tokens here, but
@@ -42,14 +96,23 @@ func WithRequestID(log *slog.Logger, next http.Handler) http.Handler {
 		id := r.Header.Get("X-Request-Id")
 		if !validRequestID(id) {
 			var b [8]byte
+			var h [16]byte
 			_, _ = rand.Read(b[:])
-			id = hex.EncodeToString(b[:])
+			hex.Encode(h[:], b[:])
+			id = string(h[:])
 		}
-		w.Header().Set("X-Request-Id", id)
-		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		st := &requestState{statusWriter: statusWriter{ResponseWriter: w, status: http.StatusOK}, id: id}
+		st.idHeader[0] = id
+		// Assigned, not Set: the key is canonical already, and the value
+		// slice is part of st. Its capacity is 1, so an Add copies it.
+		w.Header()["X-Request-Id"] = st.idHeader[:]
 		start := time.Now()
-		next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id)))
-		log.Debug("http", "request_id", id, "method", r.Method, "path", r.URL.Path, "status", sw.status, "took", time.Since(start))
+		next.ServeHTTP(&st.statusWriter, r.WithContext(context.WithValue(r.Context(), requestIDKey{}, st)))
+		// Checked first: the arguments would cost allocations even when
+		// the line is not written.
+		if log.Enabled(context.Background(), slog.LevelDebug) {
+			log.Debug("http", "request_id", id, "method", r.Method, "path", r.URL.Path, "status", st.status, "took", time.Since(start))
+		}
 	})
 }
 
