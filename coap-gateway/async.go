@@ -6,51 +6,59 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/message/pool"
-	"github.com/plgd-dev/go-coap/v3/mux"
-	"github.com/plgd-dev/go-coap/v3/net/responsewriter"
-	"github.com/plgd-dev/go-coap/v3/tcp/client"
 )
+
+// handlerFunc handles one request of a device on its session.
+type handlerFunc func(w *responseWriter, r *pool.Message)
+
+// responseWriter collects a handler's answer; the job writes it after the
+// handler returns.
+type responseWriter struct {
+	s    *session
+	resp *pool.Message
+	set  bool
+}
+
+// SetResponse sets the answer's code, options and, when d is not nil, its
+// content format and body.
+func (w *responseWriter) SetResponse(code codes.Code, cf message.MediaType, d io.ReadSeeker, opts ...message.Option) error {
+	w.set = true
+	w.resp.SetCode(code)
+	w.resp.ResetOptionsTo(opts)
+	if d != nil {
+		w.resp.SetContentFormat(cf)
+		w.resp.SetBody(d)
+	}
+	return nil
+}
 
 // maxQueuedRequests bounds a device's requests waiting for the previous one;
 // devices send one at a time, so more is a misbehaving peer (5.03).
 const maxQueuedRequests = 16
 
-// serial runs h off the connection's goroutine, one request of the
-// connection at a time and in arrival order. The connection's goroutine also
-// processes the device's answers to the cloud's requests (commands,
-// observations), so it must never wait for authz, NATS or JetStream. It
-// also keeps that long-lived goroutine's stack small: the deep calls of a
-// sign-up grow a short-lived goroutine's stack, which is freed after.
-func (g *Gateway) serial(h mux.HandlerFunc) mux.HandlerFunc {
-	return func(w mux.ResponseWriter, r *mux.Message) {
-		if !isRequest(r) {
-			// A device answer that arrives after its request timed out has
-			// no waiter left and lands here; it needs no answer.
-			return
-		}
-		s := g.sessionOf(w)
-		cc, ok := w.Conn().(*client.Conn)
-		if s == nil || !ok {
-			return
-		}
-		r.Hijack() // go-coap must not recycle the request before the job ran
-		job := func() {
-			defer cc.ReleaseMessage(r.Message)
-			resp := cc.AcquireMessage(cc.Context())
-			defer cc.ReleaseMessage(resp)
-			resp.SetToken(r.Token())
-			rw := &asyncWriter{w: responsewriter.New(resp, cc, r.Options()...)}
-			h(rw, r)
-			if resp.IsModified() && cc.Context().Err() == nil {
-				if err := cc.WriteMessage(resp); err != nil {
-					g.log.Debug("write answer", "remote", cc.RemoteAddr().String(), "err", err)
-				}
+// handle runs h for request r off the connection's reader, one request of
+// the connection at a time and in arrival order. The reader also delivers
+// the device's answers to the cloud's requests (commands, observations), so
+// it must never wait for authz, NATS or JetStream. It also keeps that
+// long-lived goroutine's stack small: the deep calls of a sign-up grow a
+// short-lived goroutine's stack, which is freed after. handle owns r.
+func (s *session) handle(h handlerFunc, r *pool.Message) {
+	c := s.cc
+	job := func() {
+		defer c.srv.pool.ReleaseMessage(r)
+		resp := c.srv.pool.AcquireMessage(c.ctx)
+		defer c.srv.pool.ReleaseMessage(resp)
+		resp.SetToken(r.Token())
+		w := &responseWriter{s: s, resp: resp}
+		h(w, r)
+		if w.set && c.ctx.Err() == nil {
+			if err := c.write(resp); err != nil {
+				s.g.log.Debug("write answer", "remote", c.RemoteAddr().String(), "err", err)
 			}
 		}
-		if !s.runSerial(job) {
-			respondError(w, codes.ServiceUnavailable, "too many requests in flight")
-			cc.ReleaseMessage(r.Message)
-		}
+	}
+	if !s.runSerial(job) {
+		c.answerNow(r, codes.ServiceUnavailable, "too many requests in flight")
 	}
 }
 
@@ -85,18 +93,3 @@ func (s *session) runJobs() {
 		job()
 	}
 }
-
-// asyncWriter is a mux.ResponseWriter over a response the job writes itself.
-type asyncWriter struct {
-	w *responsewriter.ResponseWriter[*client.Conn]
-}
-
-func (a *asyncWriter) SetResponse(code codes.Code, cf message.MediaType, d io.ReadSeeker, opts ...message.Option) error {
-	return a.w.SetResponse(code, cf, d, opts...)
-}
-
-func (a *asyncWriter) Conn() mux.Conn { return a.w.Conn() }
-
-func (a *asyncWriter) SetMessage(m *pool.Message) { a.w.SetMessage(m) }
-
-func (a *asyncWriter) Message() *pool.Message { return a.w.Message() }

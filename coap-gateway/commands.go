@@ -216,20 +216,11 @@ func (s *session) deviceRequest(req *commands.Request) *commands.Response {
 	ctx, cancel := s.callContext(timeout)
 	defer cancel()
 
-	msg := s.cc.AcquireMessage(ctx)
-	defer s.cc.ReleaseMessage(msg)
-	token, err := message.GetToken()
+	msg, err := s.cc.newRequest(ctx, code, req.Href)
 	if err != nil {
-		return failure(codes.InternalServerError, commands.ErrCodeOffline, "cannot create token")
-	}
-	msg.SetCode(code)
-	msg.SetToken(token)
-	if err := msg.SetPath(req.Href); err != nil {
 		return failure(codes.BadRequest, commands.ErrCodeBadRequest, "bad href: "+err.Error())
 	}
-	for _, o := range ocfOptions() {
-		msg.AddOptionBytes(o.ID, o.Value)
-	}
+	defer s.cc.srv.pool.ReleaseMessage(msg)
 	if req.Query != "" {
 		for _, q := range strings.Split(req.Query, "&") {
 			if q != "" {
@@ -244,9 +235,9 @@ func (s *session) deviceRequest(req *commands.Request) *commands.Response {
 		}
 		msg.SetBody(bytes.NewReader(body))
 	}
-	resp, err := s.cc.Do(msg)
+	resp, err := s.cc.do(ctx, msg)
 	if err != nil {
-		if s.ctx.Err() != nil || s.cc.Context().Err() != nil {
+		if s.ctx.Err() != nil {
 			return failure(codes.ServiceUnavailable, commands.ErrCodeOffline, "device disconnected")
 		}
 		if errors.Is(err, context.DeadlineExceeded) {
@@ -254,7 +245,7 @@ func (s *session) deviceRequest(req *commands.Request) *commands.Response {
 		}
 		return failure(codes.ServiceUnavailable, commands.ErrCodeOffline, "device request failed")
 	}
-	defer s.cc.ReleaseMessage(resp)
+	defer s.cc.srv.pool.ReleaseMessage(resp)
 	return deviceAnswer(resp)
 }
 

@@ -17,8 +17,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/plgd-dev/go-coap/v3/message"
-	"github.com/plgd-dev/go-coap/v3/mux"
-	"github.com/plgd-dev/go-coap/v3/tcp/client"
 
 	"github.com/ocfcloud/ocfcloud/internal/auth"
 	"github.com/ocfcloud/ocfcloud/internal/events"
@@ -87,7 +85,7 @@ type Gateway struct {
 	cmd commandRouter
 
 	mu       sync.Mutex
-	sessions map[*client.Conn]*session
+	sessions map[*deviceConn]*session
 
 	ready atomic.Bool
 
@@ -139,7 +137,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		pub:      events.NewPublisher(js),
 		registry: registryapi.NewClient(cfg.NATS),
 		seq:      events.NewSequencer(cfg.Now),
-		sessions: map[*client.Conn]*session{},
+		sessions: map[*deviceConn]*session{},
 		adm:      newAdmission(cfg.Limits),
 	}
 	if g.cfg.ID == "" {
@@ -212,14 +210,14 @@ func (g *Gateway) listen(addr string, tlsCfg *tls.Config) error {
 }
 
 func (g *Gateway) serve(l *limitListener, addr net.Addr) {
-	router := mux.NewRouter()
-	router.DefaultHandle(g.serial(g.handleNotFound))
-	_ = router.Handle(ocf.PathAccount, g.serial(g.handleAccount))
-	_ = router.Handle(ocf.PathSession, g.serial(g.handleSession))
-	_ = router.Handle(ocf.PathTokenRefresh, g.serial(g.handleTokenRefresh))
-	_ = router.Handle(ocf.PathRD, g.serial(g.handleRD))
-	_ = router.Handle(ocf.PathRes, g.serial(g.handleRes))
-	srv := g.newConnServer(l, router)
+	routes := map[string]handlerFunc{
+		ocf.PathAccount:      g.handleAccount,
+		ocf.PathSession:      g.handleSession,
+		ocf.PathTokenRefresh: g.handleTokenRefresh,
+		ocf.PathRD:           g.handleRD,
+		ocf.PathRes:          g.handleRes,
+	}
+	srv := g.newConnServer(l, routes, g.handleNotFound)
 	g.servers = append(g.servers, srv)
 	g.listeners = append(g.listeners, addr)
 	g.wg.Add(1)
@@ -302,29 +300,23 @@ func (g *Gateway) Close() {
 	}
 }
 
-func (g *Gateway) onNewConn(cc *client.Conn) {
+// onNewConn gives a new connection its session.
+func (g *Gateway) onNewConn(c *deviceConn) {
 	// Done when the session is closed and its last event published.
 	g.sessionsWG.Add(1)
-	s := newSession(g, cc)
-	cc.SetContextValue(sessionKey{}, s)
+	s := newSession(g, c)
+	c.s = s
 	g.mu.Lock()
-	g.sessions[cc] = s
+	g.sessions[c] = s
 	g.mu.Unlock()
-	cc.AddOnClose(func() {
-		g.mu.Lock()
-		delete(g.sessions, cc)
-		g.mu.Unlock()
-		s.close()
-	})
 }
 
-type sessionKey struct{}
-
-// sessionOf finds the session on the connection itself, without a lock
-// shared by all connections.
-func (g *Gateway) sessionOf(w mux.ResponseWriter) *session {
-	s, _ := w.Conn().Context().Value(sessionKey{}).(*session)
-	return s
+// onConnClosed ends the session of a connection that is gone.
+func (g *Gateway) onConnClosed(c *deviceConn) {
+	g.mu.Lock()
+	delete(g.sessions, c)
+	g.mu.Unlock()
+	c.s.close()
 }
 
 // maxQueryOption is the longest Uri-Query option the gateway accepts. RFC

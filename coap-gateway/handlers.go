@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/plgd-dev/go-coap/v3/message/codes"
-	"github.com/plgd-dev/go-coap/v3/mux"
+	"github.com/plgd-dev/go-coap/v3/message/pool"
 
 	"github.com/ocfcloud/ocfcloud/internal/events"
 	"github.com/ocfcloud/ocfcloud/internal/ids"
@@ -41,13 +41,8 @@ func (g *Gateway) publishEvent(ctx context.Context, s *session, owner, deviceID 
 	return s.publishNow(ctx, owner, deviceID, t, fill)
 }
 
-func (g *Gateway) handleNotFound(w mux.ResponseWriter, r *mux.Message) {
-	s := g.sessionOf(w)
-	if s == nil || !isRequest(r) {
-		// A device answer that arrives after its request timed out has no
-		// waiter left and lands here; it needs no answer.
-		return
-	}
+func (g *Gateway) handleNotFound(w *responseWriter, r *pool.Message) {
+	s := w.s
 	if signedIn, _, _ := s.identity(); !signedIn {
 		respondError(w, codes.Unauthorized, "sign in first")
 		return
@@ -56,11 +51,8 @@ func (g *Gateway) handleNotFound(w mux.ResponseWriter, r *mux.Message) {
 }
 
 // handleAccount is sign-up (POST) and sign-off (DELETE).
-func (g *Gateway) handleAccount(w mux.ResponseWriter, r *mux.Message) {
-	s := g.sessionOf(w)
-	if s == nil {
-		return
-	}
+func (g *Gateway) handleAccount(w *responseWriter, r *pool.Message) {
+	s := w.s
 	switch r.Code() {
 	case codes.POST:
 		g.signUp(s, w, r)
@@ -71,7 +63,7 @@ func (g *Gateway) handleAccount(w mux.ResponseWriter, r *mux.Message) {
 	}
 }
 
-func (g *Gateway) signUp(s *session, w mux.ResponseWriter, r *mux.Message) {
+func (g *Gateway) signUp(s *session, w *responseWriter, r *pool.Message) {
 	var req ocf.SignUpRequest
 	if err := decodeBody(r, &req); err != nil {
 		respondError(w, codes.BadRequest, "sign-up: "+err.Error())
@@ -142,7 +134,7 @@ func expiresIn(seconds int64) int64 {
 
 // signOff removes the device: from the query (di, uid, accesstoken) as the
 // OCF spec describes, or from the signed-in session.
-func (g *Gateway) signOff(s *session, w mux.ResponseWriter, r *mux.Message) {
+func (g *Gateway) signOff(s *session, w *responseWriter, r *pool.Message) {
 	q := queryValues(r)
 	di, tokenRaw := q["di"], q["accesstoken"]
 	signedIn, sdi, suid := s.identity()
@@ -196,11 +188,8 @@ func (g *Gateway) signOff(s *session, w mux.ResponseWriter, r *mux.Message) {
 	}
 }
 
-func (g *Gateway) handleSession(w mux.ResponseWriter, r *mux.Message) {
-	s := g.sessionOf(w)
-	if s == nil {
-		return
-	}
+func (g *Gateway) handleSession(w *responseWriter, r *pool.Message) {
+	s := w.s
 	if r.Code() != codes.POST {
 		respondError(w, codes.MethodNotAllowed, "use POST to sign in or out")
 		return
@@ -288,11 +277,8 @@ func (g *Gateway) restoreLinks(s *session, owner, deviceID string, gen uint64) {
 	s.observe(d.Links)
 }
 
-func (g *Gateway) handleTokenRefresh(w mux.ResponseWriter, r *mux.Message) {
-	s := g.sessionOf(w)
-	if s == nil {
-		return
-	}
+func (g *Gateway) handleTokenRefresh(w *responseWriter, r *pool.Message) {
+	s := w.s
 	if r.Code() != codes.POST {
 		respondError(w, codes.MethodNotAllowed, "use POST to refresh a token")
 		return
@@ -327,11 +313,8 @@ func (g *Gateway) handleTokenRefresh(w mux.ResponseWriter, r *mux.Message) {
 }
 
 // handleRD publishes (POST) and unpublishes (DELETE) resource links.
-func (g *Gateway) handleRD(w mux.ResponseWriter, r *mux.Message) {
-	s := g.sessionOf(w)
-	if s == nil {
-		return
-	}
+func (g *Gateway) handleRD(w *responseWriter, r *pool.Message) {
+	s := w.s
 	signedIn, di, uid := s.identity()
 	if !signedIn {
 		respondError(w, codes.Unauthorized, "sign in first")
@@ -406,11 +389,8 @@ func (g *Gateway) handleRD(w mux.ResponseWriter, r *mux.Message) {
 }
 
 // handleRes answers the cloud's view of the signed-in device's links.
-func (g *Gateway) handleRes(w mux.ResponseWriter, r *mux.Message) {
-	s := g.sessionOf(w)
-	if s == nil {
-		return
-	}
+func (g *Gateway) handleRes(w *responseWriter, r *pool.Message) {
+	s := w.s
 	signedIn, di, _ := s.identity()
 	if !signedIn {
 		respondError(w, codes.Unauthorized, "sign in first")
@@ -465,7 +445,7 @@ func instanceID(href string) int64 {
 	return int64(h>>2) | 1
 }
 
-func queryValues(r *mux.Message) map[string]string {
+func queryValues(r *pool.Message) map[string]string {
 	out := map[string]string{}
 	qs, _ := r.Queries()
 	for _, q := range qs {
@@ -477,7 +457,7 @@ func queryValues(r *mux.Message) map[string]string {
 	return out
 }
 
-func queryAll(r *mux.Message, key string) []string {
+func queryAll(r *pool.Message, key string) []string {
 	var out []string
 	qs, _ := r.Queries()
 	for _, q := range qs {
@@ -487,9 +467,6 @@ func queryAll(r *mux.Message, key string) []string {
 	}
 	return out
 }
-
-// isRequest reports whether m is a request (code class 0) rather than a response.
-func isRequest(m *mux.Message) bool { return m.Code() >= codes.GET && m.Code() < 32 }
 
 // sessionsOf returns the sessions on this gateway bound to deviceID.
 func (g *Gateway) sessionsOf(deviceID string) []*session {

@@ -1,7 +1,6 @@
 package coapgateway
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -15,10 +14,7 @@ import (
 	"time"
 
 	"github.com/plgd-dev/go-coap/v3/message"
-	"github.com/plgd-dev/go-coap/v3/message/codes"
-	"github.com/plgd-dev/go-coap/v3/message/pool"
 	coapnet "github.com/plgd-dev/go-coap/v3/net"
-	"github.com/plgd-dev/go-coap/v3/tcp/client"
 	"golang.org/x/time/rate"
 
 	"github.com/ocfcloud/ocfcloud/internal/ratelimit"
@@ -302,30 +298,19 @@ var repeatable = map[message.OptionID]bool{
 	message.URIPath: true, message.URIQuery: true, message.LocationQuery: true,
 }
 
-// rejectRepeatedCriticalOptions is a go-coap request monitor for RFC 7252
-// §5.4.5: a repeated occurrence of a non-repeatable option is treated like
-// an unrecognized option, so a critical one fails the request with 4.02 Bad
-// Option. go-coap checks unknown options and value lengths but not
-// repetition: it would use the first Uri-Host or Accept and go on.
-func rejectRepeatedCriticalOptions(cc *client.Conn, req *pool.Message) (drop bool, err error) {
-	if req.Code() < codes.GET || req.Code() >= 32 {
-		return false, nil // requests only
-	}
-	opts := req.Options() // in option order (delta encoding)
-	for i := 1; i < len(opts); i++ {
+// repeatedCriticalOption finds a repeated non-repeatable critical option
+// (RFC 7252 §5.4.5: treated like an unrecognized option, so the request
+// fails with 4.02 Bad Option). go-coap's decoder checks unknown options and
+// value lengths but not repetition: it would use the first Uri-Host or
+// Accept and go on.
+func repeatedCriticalOption(opts message.Options) (message.OptionID, bool) {
+	for i := 1; i < len(opts); i++ { // in option order (delta encoding)
 		id := opts[i].ID
-		if id%2 == 0 || id != opts[i-1].ID || repeatable[id] {
-			continue
+		if id%2 == 1 && id == opts[i-1].ID && !repeatable[id] {
+			return id, true
 		}
-		resp := cc.AcquireMessage(cc.Context())
-		defer cc.ReleaseMessage(resp)
-		resp.SetCode(codes.BadOption)
-		resp.SetToken(req.Token())
-		resp.SetContentFormat(message.TextPlain)
-		resp.SetBody(bytes.NewReader(fmt.Appendf(nil, "option %d repeated", id)))
-		return true, cc.Session().WriteMessage(resp)
 	}
-	return false, nil
+	return 0, false
 }
 
 // LoadCertPool reads PEM CA certificates (the device CA) from path.

@@ -6,13 +6,13 @@ import (
 
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
-	"github.com/plgd-dev/go-coap/v3/mux"
+	"github.com/plgd-dev/go-coap/v3/message/pool"
 
 	"github.com/ocfcloud/ocfcloud/internal/ocf"
 )
 
 // respondCBOR answers with an OCF CBOR body.
-func respondCBOR(w mux.ResponseWriter, code codes.Code, v any) {
+func respondCBOR(w *responseWriter, code codes.Code, v any) {
 	data, err := ocf.Marshal(v)
 	if err != nil {
 		respondError(w, codes.InternalServerError, "cannot encode answer")
@@ -24,12 +24,12 @@ func respondCBOR(w mux.ResponseWriter, code codes.Code, v any) {
 }
 
 // respondError answers code with a diagnostic payload (RFC 7252 §5.5.2).
-func respondError(w mux.ResponseWriter, code codes.Code, diagnostic string) {
+func respondError(w *responseWriter, code codes.Code, diagnostic string) {
 	_ = w.SetResponse(code, message.TextPlain, bytes.NewReader([]byte(diagnostic)))
 }
 
 // decodeBody decodes a CBOR (or JSON, for tools) request body into v.
-func decodeBody(r *mux.Message, v any) error {
+func decodeBody(r *pool.Message, v any) error {
 	body, err := r.ReadBody()
 	if err != nil {
 		return err

@@ -3,72 +3,61 @@ package coapgateway
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"time"
 
-	"github.com/plgd-dev/go-coap/v3/message"
-	"github.com/plgd-dev/go-coap/v3/mux"
+	"github.com/plgd-dev/go-coap/v3/message/pool"
 	coapnet "github.com/plgd-dev/go-coap/v3/net"
-	"github.com/plgd-dev/go-coap/v3/net/monitor/inactivity"
-	"github.com/plgd-dev/go-coap/v3/options"
-	"github.com/plgd-dev/go-coap/v3/pkg/connections"
-	"github.com/plgd-dev/go-coap/v3/tcp"
-	"github.com/plgd-dev/go-coap/v3/tcp/client"
 )
 
-// connServer accepts device connections and runs go-coap client.Conns over
-// them. It replaces go-coap's tcp server, which builds every connection from
-// client.DefaultConfig and so ignores WithLimitClientParallelRequest: its
-// connections allow one request from the cloud in flight at a time, and one
-// slow device answer would hold every other command and observation behind
-// it. Building the connection here applies the gateway's options to the
-// connection itself.
+// connServer accepts device connections on one listener and runs a
+// deviceConn on each.
 type connServer struct {
-	g      *Gateway
-	ln     *limitListener
-	cfg    client.Config
-	ctx    context.Context
-	cancel context.CancelFunc
-	conns  *connections.Connections
-	wg     sync.WaitGroup
+	g              *Gateway
+	ln             *limitListener
+	routes         map[string]handlerFunc
+	notFound       handlerFunc
+	pool           *pool.Pool
+	maxMessageSize uint32
+	ctx            context.Context
+	cancel         context.CancelFunc
+	wg             sync.WaitGroup
+
+	mu    sync.Mutex
+	conns map[*deviceConn]struct{}
 }
 
-func (g *Gateway) newConnServer(ln *limitListener, router *mux.Router) *connServer {
+func (g *Gateway) newConnServer(ln *limitListener, routes map[string]handlerFunc, notFound handlerFunc) *connServer {
 	ctx, cancel := context.WithCancel(context.Background())
-	cfg := client.DefaultConfig
-	for _, o := range []tcp.Option{
-		options.WithMux(router),
-		options.WithContext(ctx),
-		options.WithErrors(func(err error) {
-			if !coapnet.IsCancelOrCloseError(err) {
-				g.log.Debug("coap", "err", err)
-			}
-		}),
-		// Devices send no CSM (iotivity-lite does not wait for one either).
-		options.WithDisablePeerTCPSignalMessageCSMs(),
-		options.WithMaxMessageSize(g.cfg.MaxMessageSize),
-		// Commands and observations to one device run in parallel.
-		options.WithLimitClientParallelRequest(0),
-		options.WithLimitClientEndpointParallelRequest(0),
-		// Memory per idle connection (TOOLING.md): a small read buffer, no
-		// blockwise state (OCF over TCP sends whole messages), and a
-		// one-slot queue of received messages.
-		options.WithConnectionCacheSize(256),
-		options.WithBlockwise(false, 0, 0),
-		options.WithReceivedMessageQueueSize(1),
-		options.WithCloseSocket(),
-	} {
-		o.TCPClientApply(&cfg)
+	return &connServer{
+		g: g, ln: ln, routes: routes, notFound: notFound,
+		// Messages in flight are recycled; a message that grew beyond 2 KiB
+		// for a large frame is left to the collector.
+		pool:           pool.New(1024, 2048),
+		maxMessageSize: g.cfg.MaxMessageSize,
+		ctx:            ctx, cancel: cancel,
+		conns: map[*deviceConn]struct{}{},
 	}
-	cfg.GetToken = message.GetToken
-	return &connServer{g: g, ln: ln, cfg: cfg, ctx: ctx, cancel: cancel, conns: connections.New()}
+}
+
+// route is the handler for a request's path.
+func (s *connServer) route(m *pool.Message) handlerFunc {
+	path, err := m.Path()
+	if err != nil {
+		return s.notFound
+	}
+	if h, ok := s.routes[path]; ok {
+		return h
+	}
+	return s.notFound
 }
 
 // serve accepts until stop; it closes every connection before returning.
 func (s *connServer) serve() {
-	// One ticker per listener checks inactivity of all its connections,
-	// instead of go-coap's goroutine per connection.
+	// One ticker per listener checks the inactivity of all its
+	// connections, instead of a timer per connection.
 	go func() {
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
@@ -77,12 +66,16 @@ func (s *connServer) serve() {
 			case <-s.ctx.Done():
 				return
 			case now := <-t.C:
-				s.conns.CheckExpirations(now)
+				s.closeInactive(now)
 			}
 		}
 	}()
 	defer func() {
-		s.conns.Close()
+		s.mu.Lock()
+		for c := range s.conns {
+			_ = c.Close()
+		}
+		s.mu.Unlock()
 		s.wg.Wait()
 	}()
 	for {
@@ -95,43 +88,68 @@ func (s *connServer) serve() {
 			continue
 		}
 		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.serveConn(rw)
-		}()
+		go s.serveConn(rw)
+	}
+}
+
+// closeInactive closes the connections that sent nothing, not even a ping,
+// for the inactivity limit.
+func (s *connServer) closeInactive(now time.Time) {
+	limit := s.g.cfg.InactivityTimeout
+	if limit <= 0 {
+		return
+	}
+	before := now.Add(-limit).UnixNano()
+	var idle []*deviceConn
+	s.mu.Lock()
+	for c := range s.conns {
+		if c.lastRead.Load() < before {
+			idle = append(idle, c)
+		}
+	}
+	s.mu.Unlock()
+	for _, c := range idle {
+		s.g.log.Info("closing inactive device connection", "remote", c.RemoteAddr().String())
+		_ = c.Close()
 	}
 }
 
 func (s *connServer) serveConn(rw net.Conn) {
-	cc := s.newConn(rw)
-	s.conns.Store(cc)
-	defer s.conns.Delete(cc)
-	if err := cc.Run(); err != nil && !coapnet.IsCancelOrCloseError(err) {
+	defer s.wg.Done()
+	c := s.newConn(rw)
+	err := c.handshake()
+	if err == nil {
+		err = c.sendCSM()
+	}
+	if err == nil {
+		err = c.run()
+	}
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !coapnet.IsCancelOrCloseError(err) {
 		s.g.log.Debug("device connection ended", "remote", rw.RemoteAddr().String(), "err", err)
 	}
-	// Run returns when the peer hangs up; make sure close hooks ran.
-	_ = cc.Close()
+	_ = c.Close()
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.g.onConnClosed(c)
 }
 
 // newConn builds the connection outside serveConn, whose frame stays on the
-// connection's goroutine for the connection's whole life: a copy of the
-// config there (about 400 bytes) kept every idle connection's stack at 8 KB
-// instead of 4 KB.
+// connection's goroutine for the connection's whole life.
 //
 //go:noinline
-func (s *connServer) newConn(rw net.Conn) *client.Conn {
-	cfg := s.cfg
-	monitor := inactivity.New(s.g.cfg.InactivityTimeout, func(cc *client.Conn) {
-		s.g.log.Info("closing inactive device connection", "remote", cc.RemoteAddr().String())
-		_ = cc.Close()
-	})
-	// Armed before NewConnWithOpts: over TLS its CSM write runs the
-	// handshake, which waits for the peer with no other deadline.
+func (s *connServer) newConn(rw net.Conn) *deviceConn {
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &deviceConn{nc: rw, srv: s, ctx: ctx, cancel: cancel}
+	c.lastRead.Store(time.Now().UnixNano())
+	// Armed before the handshake, which waits for the peer with no other
+	// deadline.
 	s.g.adm.awaitSignIn(rw)
-	cc := client.NewConnWithOpts(coapnet.NewConn(rw), &cfg, client.WithInactivityMonitor(monitor),
-		client.WithRequestMonitor(rejectRepeatedCriticalOptions))
-	s.g.onNewConn(cc)
-	return cc
+	s.g.onNewConn(c)
+	s.mu.Lock()
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+	return c
 }
 
 func (s *connServer) stop() {

@@ -19,8 +19,6 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/message/pool"
-	"github.com/plgd-dev/go-coap/v3/mux"
-	"github.com/plgd-dev/go-coap/v3/tcp/client"
 
 	"github.com/ocfcloud/ocfcloud/certs"
 	"github.com/ocfcloud/ocfcloud/internal/auth"
@@ -31,7 +29,7 @@ import (
 // session is the state of one device connection.
 type session struct {
 	g  *Gateway
-	cc *client.Conn
+	cc *deviceConn
 	// ctx is the connection's context: it ends when the device hangs up
 	// (a session has no context of its own, which saves ~100 bytes per
 	// idle device).
@@ -65,10 +63,9 @@ type session struct {
 	signedIn     bool
 	deviceID     string
 	userID       string
-	expires      time.Time                  // the access token's expiry; zero: none (see expireSessions)
-	links        []ocf.Link                 // few per device: a slice is smaller than a map
-	linksGen     uint64                     // counts publishes and unpublishes
-	observations map[string]mux.Observation // nil until the first observation
+	expires      time.Time  // the access token's expiry; zero: none (see expireSessions)
+	links        []ocf.Link // few per device: a slice is smaller than a map
+	linksGen     uint64     // counts publishes and unpublishes
 	authFailures int
 	// signedUp is the device that signed up on this connection: it has
 	// published nothing yet, so sign-in need not ask the registry.
@@ -79,8 +76,8 @@ type session struct {
 	cmdSub *nats.Subscription
 }
 
-func newSession(g *Gateway, cc *client.Conn) *session {
-	s := &session{g: g, cc: cc, ctx: cc.Context()}
+func newSession(g *Gateway, cc *deviceConn) *session {
+	s := &session{g: g, cc: cc, ctx: cc.ctx}
 	s.qcond = sync.NewCond(&s.qmu)
 	return s
 }
@@ -89,8 +86,8 @@ func newSession(g *Gateway, cc *client.Conn) *session {
 // device or to a backend). It is deliberately not derived from s.ctx: a
 // child context gives its parent a map of children that stays allocated
 // after the call, about 300 bytes on every idle device. Nothing is lost:
-// go-coap fails a request when its connection closes, and backend calls
-// are short.
+// a request to the device fails when its connection closes, and backend
+// calls are short.
 func (s *session) callContext(d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), d)
 }
@@ -257,20 +254,12 @@ func (s *session) signOut() {
 	}
 	s.signedIn = false
 	s.expires = time.Time{}
-	obs := s.observations
-	s.observations = nil
 	di, uid := s.deviceID, s.userID
 	s.unsubscribeLocked()
 	s.mu.Unlock()
 	s.g.adm.awaitSignIn(s.cc.NetConn()) // the connection must sign in again
-	cancelObservations(obs)
+	s.cc.stopObserving(nil)
 	s.enqueue(uid, di, events.DeviceOffline, s.g.offline("signed_out"))
-}
-
-func cancelObservations(obs map[string]mux.Observation) {
-	for _, o := range obs {
-		go func() { _ = o.Cancel(context.Background()) }()
-	}
 }
 
 // signedOff ends everything this connection does for deviceID after the
@@ -284,12 +273,10 @@ func (s *session) signedOff(deviceID string) {
 	}
 	s.signedIn = false
 	s.expires = time.Time{}
-	obs := s.observations
-	s.observations = nil
 	s.links = nil
 	s.unsubscribeLocked()
 	s.mu.Unlock()
-	cancelObservations(obs)
+	s.cc.stopObserving(nil)
 }
 
 // setGone stops (or resumes) publishing queued events of deviceID. Stopping
@@ -310,41 +297,41 @@ func (s *session) setGone(deviceID string, gone bool) {
 
 // observe starts observing (or reads once) every given link not yet observed.
 // It runs on its own goroutine: answers from the device are processed by the
-// connection's goroutine, which must never wait for them.
+// connection's reader, which must never wait for them.
 func (s *session) observe(links []ocf.Link) {
 	for _, l := range links {
-		s.mu.Lock()
-		_, already := s.observations[l.Href]
-		signedIn := s.signedIn
-		s.mu.Unlock()
-		if already || !signedIn || s.ctx.Err() != nil {
-			continue
-		}
 		href := l.Href
-		if l.Observable() {
-			ctx, cancel := s.callContext(s.g.cfg.DeviceTimeout)
-			obs, err := s.cc.Observe(ctx, href, func(n *pool.Message) { s.onContent(href, n) }, ocfOptions()...)
-			cancel()
-			if err == nil {
-				s.mu.Lock()
-				if s.observations == nil {
-					s.observations = map[string]mux.Observation{}
-				}
-				s.observations[href] = obs
-				s.mu.Unlock()
-				continue
-			}
-			s.logger().Info("observe failed; reading once", "href", href, "err", err)
+		if signedIn, _, _ := s.identity(); !signedIn || s.ctx.Err() != nil || s.cc.observing(href) {
+			continue
 		}
 		ctx, cancel := s.callContext(s.g.cfg.DeviceTimeout)
-		resp, err := s.cc.Get(ctx, href, ocfOptions()...)
+		var err error
+		if l.Observable() {
+			// The first answer, too, reaches onContent on the reader, in
+			// order with the notifications that follow it.
+			_, err = s.cc.observe(ctx, href, func(n *pool.Message) { s.onContent(href, n) })
+		} else {
+			var resp *pool.Message
+			if resp, err = s.read(ctx, href); err == nil {
+				s.onContent(href, resp)
+				s.cc.srv.pool.ReleaseMessage(resp)
+			}
+		}
 		cancel()
 		if err != nil {
-			s.logger().Info("read resource", "href", href, "err", err)
-			continue
+			s.logger().Info("read resource", "href", href, "observe", l.Observable(), "err", err)
 		}
-		s.onContent(href, resp)
 	}
+}
+
+// read asks the device for href once.
+func (s *session) read(ctx context.Context, href string) (*pool.Message, error) {
+	req, err := s.cc.newRequest(ctx, codes.GET, href)
+	if err != nil {
+		return nil, err
+	}
+	defer s.cc.srv.pool.ReleaseMessage(req)
+	return s.cc.do(ctx, req)
 }
 
 // onContent turns a device answer or notification into a resource_changed event.
@@ -404,18 +391,9 @@ func (s *session) mergeLinksLocked(links []ocf.Link) {
 func (s *session) removeLinks(hrefs []string) {
 	s.mu.Lock()
 	s.linksGen++
-	var obs []mux.Observation
 	s.links = slices.DeleteFunc(s.links, func(l ocf.Link) bool { return slices.Contains(hrefs, l.Href) })
-	for _, h := range hrefs {
-		if o := s.observations[h]; o != nil {
-			obs = append(obs, o)
-			delete(s.observations, h)
-		}
-	}
 	s.mu.Unlock()
-	for _, o := range obs {
-		go func() { _ = o.Cancel(context.Background()) }()
-	}
+	s.cc.stopObserving(hrefs)
 }
 
 // logger is the session's logger with the connection and device; built on
@@ -442,7 +420,7 @@ func unpublishedContent(hrefs []string) []byte {
 }
 
 // closeSoon closes the connection after the answer being written has gone
-// out; handlers run before go-coap writes their response.
+// out; handlers run before their answer is written.
 func (s *session) closeSoon() {
 	go func() {
 		t := time.NewTimer(100 * time.Millisecond)
