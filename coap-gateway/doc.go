@@ -7,6 +7,10 @@
 // JetStream. It answers commands (internal/commands) for the devices it
 // holds by sending them CoAP requests, and enforces the limits in Limits.
 //
+// Each connection is a deviceConn (conn.go): go-coap's TCP codec and message
+// type under one goroutine that reads, answers pings and dispatches; go-coap's
+// own connection type is used only on the device side (simulator, tests).
+//
 // Sessions live in memory on the connection and die with it. The gateway must
 // not keep durable state or answer queries about devices: that is the
 // registry's job.
