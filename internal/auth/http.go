@@ -88,13 +88,15 @@ func (v *Verifier) Require(next http.Handler, scopes ...string) http.Handler {
 			return
 		}
 		c, _, sigChecked, err := v.verify(r.Context(), raw, true)
-		var expired *ExpiredTokenError
-		if errors.As(err, &expired) {
-			use := expired.Use
-			use.SourceIP = ip
-			v.reportExpired(use)
-		}
 		if err != nil {
+			// Inside: errors.As takes the variable's address, which puts
+			// it on the heap, on every request.
+			var expired *ExpiredTokenError
+			if errors.As(err, &expired) {
+				use := expired.Use
+				use.SourceIP = ip
+				v.reportExpired(use)
+			}
 			if sigChecked {
 				v.failures.Record(ip, now)
 			}

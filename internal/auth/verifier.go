@@ -197,7 +197,7 @@ func (v *Verifier) verify(ctx context.Context, raw string, watch bool) (c *Claim
 		c, err := v.verifyOpaque(raw)
 		return c, false, false, err
 	}
-	key := sha256.Sum256([]byte(raw))
+	key := tokenKey(raw)
 	if c := v.verified.get(key); c != nil {
 		if !v.clock().Before(c.ExpiresAt) {
 			v.verified.drop(key)
@@ -249,7 +249,7 @@ func (v *Verifier) known(raw string) bool {
 	if isOpaque(raw) {
 		return v.opaque != nil && v.opaque.get(HashOpaqueToken(raw)) != nil
 	}
-	return v.verified.get(sha256.Sum256([]byte(raw))) != nil
+	return v.verified.get(tokenKey(raw)) != nil
 }
 
 func (v *Verifier) clock() time.Time {
@@ -257,6 +257,21 @@ func (v *Verifier) clock() time.Time {
 		return v.now()
 	}
 	return time.Now()
+}
+
+// keyBufs holds buffers for tokenKey: []byte(raw) would copy every token
+// (about 600 bytes) to the heap, on every request.
+var keyBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+// tokenKey is the key of raw in the cache of verified tokens.
+func tokenKey(raw string) [32]byte {
+	b := keyBufs.Get().(*[]byte)
+	*b = append((*b)[:0], raw...)
+	k := sha256.Sum256(*b)
+	if cap(*b) <= 8<<10 { // tokens are far smaller; do not keep a huge one
+		keyBufs.Put(b)
+	}
+	return k
 }
 
 // maxVerified bounds the cache: about 100 bytes of claims per token.
