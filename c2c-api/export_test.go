@@ -1,5 +1,7 @@
 package c2capi
 
+import registry "github.com/ocfcloud/ocfcloud/device-registry"
+
 // RoutePatterns lists every registered route for the documentation test.
 func RoutePatterns() []string {
 	out := make([]string, 0, len(routes))
@@ -8,3 +10,7 @@ func RoutePatterns() []string {
 	}
 	return out
 }
+
+// The registry of the all-in-one process answers live requests' lookups
+// without building the device's view.
+var _ commandTargeter = (*registry.Registry)(nil)

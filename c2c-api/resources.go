@@ -1,6 +1,7 @@
 package c2capi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/ocfcloud/ocfcloud/internal/commands"
 	"github.com/ocfcloud/ocfcloud/internal/events"
@@ -116,7 +118,10 @@ func (a *API) deleteResource(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) commandWithBody(w http.ResponseWriter, r *http.Request, method string) {
-	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	ct := r.Header.Get("Content-Type")
+	if ct != "application/json" && ct != contentTypeOCFCBOR { // the usual ones need no parsing
+		ct, _, _ = mime.ParseMediaType(ct)
+	}
 	if ct == "" {
 		ct = "application/json"
 	}
@@ -124,19 +129,40 @@ func (a *API) commandWithBody(w http.ResponseWriter, r *http.Request, method str
 		httpx.WriteProblem(w, http.StatusUnsupportedMediaType, "send application/json or application/vnd.ocf+cbor")
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBody))
-	if err != nil {
-		httpx.WriteProblem(w, http.StatusRequestEntityTooLarge, "the body is larger than 256 KiB")
-		return
+	// net/http already stops a body at its Content-Length.
+	var src io.Reader = r.Body
+	if r.ContentLength < 0 || r.ContentLength > maxRequestBody {
+		src = http.MaxBytesReader(w, r.Body, maxRequestBody)
 	}
-	// Convert here so a malformed body is the client's 400, not the device's.
 	var content []byte
 	if ct == "application/json" {
-		if content, err = ocf.JSONToCBOR(body); err != nil {
+		// A JSON body is converted into a new slice, so it is read into a
+		// pooled buffer rather than a new one each time.
+		buf := bodyBufs.Get().(*bytes.Buffer)
+		buf.Reset()
+		_, err := buf.ReadFrom(src)
+		if err == nil {
+			// Convert here so a malformed body is the client's 400, not the
+			// device's. The CBOR shares nothing with buf.
+			content, err = ocf.JSONToCBOR(buf.Bytes())
+		} else {
+			err = errTooLarge
+		}
+		putBodyBuf(buf)
+		if err == errTooLarge {
+			httpx.WriteProblem(w, http.StatusRequestEntityTooLarge, "the body is larger than 256 KiB")
+			return
+		}
+		if err != nil {
 			httpx.WriteProblem(w, http.StatusBadRequest, err.Error())
 			return
 		}
 	} else {
+		body, err := io.ReadAll(src)
+		if err != nil {
+			httpx.WriteProblem(w, http.StatusRequestEntityTooLarge, "the body is larger than 256 KiB")
+			return
+		}
 		var v any
 		if err := ocf.Unmarshal(body, &v); err != nil {
 			httpx.WriteProblem(w, http.StatusBadRequest, err.Error())
@@ -147,20 +173,31 @@ func (a *API) commandWithBody(w http.ResponseWriter, r *http.Request, method str
 	a.command(w, r, method, content)
 }
 
+var errTooLarge = errors.New("the body is larger than 256 KiB")
+
+// bodyBufs holds buffers for JSON request bodies.
+var bodyBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+func putBodyBuf(b *bytes.Buffer) {
+	if b.Cap() <= 64<<10 { // do not keep the rare large one
+		bodyBufs.Put(b)
+	}
+}
+
 // command sends a request to the device through the gateway that holds its
 // connection and answers with the device's status and content.
 func (a *API) command(w http.ResponseWriter, r *http.Request, method string, content []byte) {
 	href := resourceHref(r)
-	d, err := a.registry.Get(r.Context(), registryapi.GetRequest{Caller: callerOf(r), DeviceID: r.PathValue("id")})
+	deviceID, published, online, err := a.commandTarget(r, href)
 	if err != nil {
 		a.registryError(w, err)
 		return
 	}
-	if method != commands.MethodPut && !slices.ContainsFunc(d.Links, func(l ocf.Link) bool { return l.Href == href }) {
+	if method != commands.MethodPut && !published {
 		httpx.WriteProblem(w, http.StatusNotFound, "the device has not published "+href)
 		return
 	}
-	if !d.Online {
+	if !online {
 		httpx.WriteProblem(w, http.StatusConflict, "the device is offline")
 		return
 	}
@@ -173,7 +210,7 @@ func (a *API) command(w http.ResponseWriter, r *http.Request, method string, con
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.CommandTimeout)
 	defer cancel()
-	resp, err := a.commands.Do(ctx, d.DeviceID, req)
+	resp, err := a.commands.Do(ctx, deviceID, req)
 	switch {
 	case errors.Is(err, commands.ErrTimeout):
 		httpx.WriteProblem(w, http.StatusGatewayTimeout, "the device did not answer in time")
@@ -191,7 +228,7 @@ func (a *API) command(w http.ResponseWriter, r *http.Request, method string, con
 		httpx.WriteProblem(w, http.StatusServiceUnavailable, "the gateway refused the request: "+resp.Error)
 		return
 	case err != nil:
-		a.log.Warn("command failed", "device_id", d.DeviceID, "href", href, "err", err)
+		a.log.Warn("command failed", "device_id", deviceID, "href", href, "err", err)
 		httpx.WriteProblem(w, http.StatusBadGateway, "the request to the device failed")
 		return
 	}
@@ -210,6 +247,28 @@ func (a *API) command(w http.ResponseWriter, r *http.Request, method string, con
 		return
 	}
 	a.represent(r, resp.ContentType, resp.Content).write(w, status)
+}
+
+// commandTargeter is what a registry in the same process offers besides
+// registryapi.Querier: the facts a live request needs without the device's
+// whole view (see registry.Registry.CommandTarget).
+type commandTargeter interface {
+	CommandTarget(ctx context.Context, c registryapi.Caller, deviceID, href string) (published, online bool, err error)
+}
+
+// commandTarget looks up the device of a live request to href: its id,
+// whether it published href and whether it is online.
+func (a *API) commandTarget(r *http.Request, href string) (deviceID string, published, online bool, err error) {
+	deviceID = r.PathValue("id")
+	if t, ok := a.registry.(commandTargeter); ok {
+		published, online, err = t.CommandTarget(r.Context(), callerOf(r), deviceID, href)
+		return deviceID, published, online, err
+	}
+	d, err := a.registry.Get(r.Context(), registryapi.GetRequest{Caller: callerOf(r), DeviceID: deviceID})
+	if err != nil {
+		return "", false, false, err
+	}
+	return d.DeviceID, slices.ContainsFunc(d.Links, func(l ocf.Link) bool { return l.Href == href }), d.Online, nil
 }
 
 // httpStatus maps a CoAP response code ("2.05") to HTTP.

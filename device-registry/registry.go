@@ -589,6 +589,22 @@ func (r *Registry) Get(_ context.Context, q registryapi.GetRequest) (*registryap
 	return &v, nil
 }
 
+// CommandTarget answers what a live request to href of a device needs to
+// know: whether the caller may see the device (an error wrapping
+// registryapi.ErrNotFound if not, as Get), whether the device published
+// href and whether it is online. It is Get without building the device's
+// view, which clones its links and decodes its /oic/d, for every live
+// request; the API uses it when the registry is in its process.
+func (r *Registry) CommandTarget(_ context.Context, c registryapi.Caller, deviceID, href string) (published, online bool, err error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	d := r.lookup(c, deviceID)
+	if d == nil {
+		return false, false, fmt.Errorf("%w: device not found", registryapi.ErrNotFound)
+	}
+	return slices.ContainsFunc(d.doc.Links, func(l ocf.Link) bool { return l.Href == href }), d.online.Online, nil
+}
+
 // Resource answers the twin content of a published resource.
 func (r *Registry) Resource(_ context.Context, q registryapi.ResourceRequest) (*registryapi.Resource, error) {
 	r.mu.RLock()
