@@ -202,8 +202,10 @@ func (a *API) command(w http.ResponseWriter, r *http.Request, method string, con
 		return
 	}
 	req := &commands.Request{Method: method, Href: href, CorrelationID: httpx.RequestID(r.Context())}
-	if raw := r.URL.Query().Get("if"); raw != "" {
-		req.Query = "if=" + raw
+	if r.URL.RawQuery != "" { // parsing costs a map; most requests have no query
+		if raw := r.URL.Query().Get("if"); raw != "" {
+			req.Query = "if=" + raw
+		}
 	}
 	if content != nil {
 		req.ContentType, req.Content = events.ContentTypeOCFCBOR, content
