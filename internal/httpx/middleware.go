@@ -157,6 +157,13 @@ func WithCORS(origins []string, next http.Handler) http.Handler {
 
 var gzipPool = sync.Pool{New: func() any { return gzip.NewWriter(nil) }}
 
+// Shared header values of WithGzip, assigned instead of Add and Set, which
+// allocate a slice for each request. Their capacity is 1: an Add copies.
+var (
+	varyAcceptEncoding  = []string{"Accept-Encoding"}
+	contentEncodingGzip = []string{"gzip"}
+)
+
 // WithGzip compresses JSON answers for clients that accept gzip.
 func WithGzip(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -164,7 +171,12 @@ func WithGzip(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		w.Header().Add("Vary", "Accept-Encoding")
+		h := w.Header()
+		if v := h["Vary"]; len(v) == 0 {
+			h["Vary"] = varyAcceptEncoding
+		} else {
+			h["Vary"] = append(v, "Accept-Encoding")
+		}
 		gw := &gzipWriter{ResponseWriter: w}
 		defer gw.close()
 		next.ServeHTTP(gw, r)
@@ -185,7 +197,7 @@ func (g *gzipWriter) WriteHeader(code int) {
 		ct := h.Get("Content-Type")
 		if code != http.StatusNoContent && code != http.StatusNotModified && h.Get("Content-Encoding") == "" &&
 			(strings.HasPrefix(ct, "application/json") || strings.HasPrefix(ct, "application/problem+json")) {
-			h.Set("Content-Encoding", "gzip")
+			h["Content-Encoding"] = contentEncodingGzip
 			h.Del("Content-Length")
 			g.zw = gzipPool.Get().(*gzip.Writer)
 			g.zw.Reset(g.ResponseWriter)

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/ocfcloud/ocfcloud/internal/httpx"
@@ -62,5 +63,31 @@ func TestRequestIDAndLocalsReachTheHandler(t *testing.T) {
 	// Outside WithRequestID there is no store: callers fall back to the context.
 	if httpx.SetLocal(context.Background(), key{"a"}, 1) || httpx.Local(context.Background(), key{"a"}) != nil {
 		t.Fatal("a store without WithRequestID")
+	}
+}
+
+func TestGzipMarksJSONAnswersWithoutSharingHeaderSlices(t *testing.T) {
+	h := httpx.WithCORS([]string{"*"}, httpx.WithGzip(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		// A handler adding to the headers the middleware set must not
+		// change what other requests get.
+		w.Header().Add("Vary", "Accept")
+		httpx.WriteJSON(w, http.StatusOK, map[string]int{"a": 1})
+		w.Header().Add("Content-Encoding", "x")
+	})))
+	for _, origin := range []string{"", "https://app.example", ""} {
+		req := httptest.NewRequest(http.MethodGet, "/", nil)
+		req.Header.Set("Accept-Encoding", "gzip")
+		if origin != "" {
+			req.Header.Set("Origin", origin)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		want := "Accept-Encoding Accept"
+		if origin != "" {
+			want = "Origin " + want
+		}
+		if got := rec.Header()["Vary"]; strings.Join(got, " ") != want || rec.Header().Get("Content-Encoding") != "gzip" {
+			t.Fatalf("origin %q: Vary %q, Content-Encoding %q", origin, got, rec.Header().Get("Content-Encoding"))
+		}
 	}
 }
