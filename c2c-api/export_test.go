@@ -11,6 +11,6 @@ func RoutePatterns() []string {
 	return out
 }
 
-// The registry of the all-in-one process answers live requests' lookups
-// without building the device's view.
-var _ commandTargeter = (*registry.Registry)(nil)
+// The registry of the all-in-one process offers the API's hot paths their
+// cheaper lookups.
+var _ localRegistry = (*registry.Registry)(nil)

@@ -82,7 +82,7 @@ func (a *API) getResource(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	res, err := a.registry.Resource(r.Context(), registryapi.ResourceRequest{Caller: callerOf(r), DeviceID: r.PathValue("id"), Href: resourceHref(r)})
+	res, err := a.resource(r.Context(), registryapi.ResourceRequest{Caller: callerOf(r), DeviceID: r.PathValue("id"), Href: resourceHref(r)})
 	if err != nil {
 		a.registryError(w, err)
 		return
@@ -251,18 +251,32 @@ func (a *API) command(w http.ResponseWriter, r *http.Request, method string, con
 	a.represent(r, resp.ContentType, resp.Content).write(w, status)
 }
 
-// commandTargeter is what a registry in the same process offers besides
-// registryapi.Querier: the facts a live request needs without the device's
-// whole view (see registry.Registry.CommandTarget).
-type commandTargeter interface {
+// localRegistry is what a registry in the same process offers besides
+// registryapi.Querier, to spare the hot paths allocations: the facts a live
+// request needs without the device's whole view, and a twin as a value
+// (see registry.Registry).
+type localRegistry interface {
 	CommandTarget(ctx context.Context, c registryapi.Caller, deviceID, href string) (published, online bool, err error)
+	ResourceValue(ctx context.Context, q registryapi.ResourceRequest) (registryapi.Resource, error)
+}
+
+// resource reads a twin from the registry.
+func (a *API) resource(ctx context.Context, q registryapi.ResourceRequest) (registryapi.Resource, error) {
+	if l, ok := a.registry.(localRegistry); ok {
+		return l.ResourceValue(ctx, q)
+	}
+	res, err := a.registry.Resource(ctx, q)
+	if err != nil {
+		return registryapi.Resource{}, err
+	}
+	return *res, nil
 }
 
 // commandTarget looks up the device of a live request to href: its id,
 // whether it published href and whether it is online.
 func (a *API) commandTarget(r *http.Request, href string) (deviceID string, published, online bool, err error) {
 	deviceID = r.PathValue("id")
-	if t, ok := a.registry.(commandTargeter); ok {
+	if t, ok := a.registry.(localRegistry); ok {
 		published, online, err = t.CommandTarget(r.Context(), callerOf(r), deviceID, href)
 		return deviceID, published, online, err
 	}

@@ -606,21 +606,31 @@ func (r *Registry) CommandTarget(_ context.Context, c registryapi.Caller, device
 }
 
 // Resource answers the twin content of a published resource.
-func (r *Registry) Resource(_ context.Context, q registryapi.ResourceRequest) (*registryapi.Resource, error) {
+func (r *Registry) Resource(ctx context.Context, q registryapi.ResourceRequest) (*registryapi.Resource, error) {
+	res, err := r.ResourceValue(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+// ResourceValue is Resource answering a value, which a caller in the same
+// process keeps on its stack: a twin read then allocates no answer.
+func (r *Registry) ResourceValue(_ context.Context, q registryapi.ResourceRequest) (registryapi.Resource, error) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	d := r.lookup(q.Caller, q.DeviceID)
 	if d == nil {
-		return nil, fmt.Errorf("%w: device not found", registryapi.ErrNotFound)
+		return registryapi.Resource{}, fmt.Errorf("%w: device not found", registryapi.ErrNotFound)
 	}
 	if !slices.ContainsFunc(d.doc.Links, func(l ocf.Link) bool { return l.Href == q.Href }) {
-		return nil, fmt.Errorf("%w: resource not published", registryapi.ErrNotFound)
+		return registryapi.Resource{}, fmt.Errorf("%w: resource not published", registryapi.ErrNotFound)
 	}
 	t := d.twin[q.Href]
 	if t == nil {
-		return nil, fmt.Errorf("%w: resource content not yet known", registryapi.ErrNotFound)
+		return registryapi.Resource{}, fmt.Errorf("%w: resource content not yet known", registryapi.ErrNotFound)
 	}
 	// Content is never modified in place (a new twin value replaces it), so
 	// the answer may share it.
-	return &registryapi.Resource{DeviceID: q.DeviceID, Href: q.Href, Sequence: t.Sequence, Time: t.Time, Status: t.Status, ContentType: t.ContentType, Content: t.Content}, nil
+	return registryapi.Resource{DeviceID: q.DeviceID, Href: q.Href, Sequence: t.Sequence, Time: t.Time, Status: t.Status, ContentType: t.ContentType, Content: t.Content}, nil
 }
