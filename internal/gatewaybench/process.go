@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
@@ -28,6 +29,7 @@ import (
 
 	coapgateway "github.com/ocfcloud/ocfcloud/coap-gateway"
 	"github.com/ocfcloud/ocfcloud/internal/auth"
+	"github.com/ocfcloud/ocfcloud/internal/platform"
 )
 
 // Process is a server process of the memory measurement. It prints
@@ -142,9 +144,13 @@ func (p *Process) WriteHeapProfile(file string) error {
 	return err
 }
 
-// Stop ends the process.
+// Stop ends the process. With GATEWAYBENCH_CPU set it first gives the
+// process a second to write its CPU profile.
 func (p *Process) Stop() {
 	_ = p.in.Close()
+	if os.Getenv("GATEWAYBENCH_CPU") != "" {
+		time.Sleep(time.Second)
+	}
 	_ = p.cmd.Process.Kill()
 	_ = p.cmd.Wait()
 }
@@ -172,6 +178,19 @@ func ServeRole(ctx context.Context, role string, args []string, stdin io.Reader,
 	if os.Getenv("GATEWAYBENCH_HEAP") != "" {
 		runtime.MemProfileRate = 256 // fine-grained profile for diagnostics
 	}
+	// Diagnostics: GATEWAYBENCH_CPU=<dir> writes <dir>/<role>-<pid>.cpu, a
+	// CPU profile of the process's whole life (lost when it is killed).
+	// It ends when stdin closes, before the role shuts down.
+	if dir := os.Getenv("GATEWAYBENCH_CPU"); dir != "" {
+		if f, err := os.Create(filepath.Join(dir, fmt.Sprintf("%s-%d.cpu", role, os.Getpid()))); err == nil {
+			if pprof.StartCPUProfile(f) == nil {
+				defer pprof.StopCPUProfile() // harmless when already stopped
+			}
+			defer f.Close()
+		}
+	}
+	// A server, tuned as `ocfcloud serve` tunes itself.
+	platform.TuneGC(nil)
 	fs := flag.NewFlagSet(role, flag.ContinueOnError)
 	natsURL := fs.String("nats-url", "", "")
 	tokenURL := fs.String("token-url", "", "")
@@ -268,5 +287,6 @@ func ServeRole(ctx context.Context, role string, args []string, stdin io.Reader,
 			fmt.Fprintf(stdout, "ok heap=%d stack=%d goroutines=%d\n", ms.HeapInuse, ms.StackInuse, runtime.NumGoroutine())
 		}
 	}
+	pprof.StopCPUProfile()
 	return nil
 }

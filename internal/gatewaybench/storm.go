@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/ocfcloud/ocfcloud/internal/devicesim"
+	"github.com/ocfcloud/ocfcloud/internal/platform"
 )
 
 // StormOptions size the reconnect storm across processes: devices spread
@@ -288,6 +289,8 @@ func ServeStormDevices(ctx context.Context, args []string, stdin io.Reader, stdo
 	if err != nil {
 		return err
 	}
+	// A load generator collects as the servers it measures do.
+	platform.TuneGC(nil)
 	gws := strings.Split(*gateways, ",")
 	be := &backend{issuer: strings.TrimSuffix(*tokenURL, "/oauth/token"), http: &http.Client{Timeout: 30 * time.Second}}
 	var signed atomic.Int64
@@ -330,12 +333,7 @@ func (d *stormDevice) keepSignedIn(ctx context.Context, sem chan struct{}, signe
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		sem <- struct{}{}
-		cc, err := dialDevice(ctx, d.gw, d.src, nil)
-		if err == nil {
-			if err = signIn(ctx, cc, d.di, benchUser, d.token); err != nil {
-				_ = cc.Close()
-			}
-		}
+		dev, err := dialRawDevice(ctx, d.gw, d.src, d.di, benchUser, d.token)
 		<-sem
 		if err != nil {
 			sleep(ctx, backoff/2+rand.N(backoff))
@@ -344,11 +342,9 @@ func (d *stormDevice) keepSignedIn(ctx context.Context, sem chan struct{}, signe
 		}
 		backoff = 100 * time.Millisecond
 		signed.Add(1)
-		select {
-		case <-cc.Done():
-		case <-ctx.Done():
-			_ = cc.Close()
-		}
+		stop := context.AfterFunc(ctx, func() { _ = dev.conn.Close() })
+		dev.serve() // until the connection ends
+		stop()
 		signed.Add(-1)
 		sleep(ctx, rand.N(500*time.Millisecond))
 	}
