@@ -23,7 +23,7 @@ import (
 // issuerFixture is an issuer with a published key, a forger without one, and
 // a clock the test moves.
 type issuerFixture struct {
-	t      *testing.T
+	t      testing.TB
 	now    time.Time
 	signer jose.Signer
 	forger jose.Signer
@@ -31,7 +31,7 @@ type issuerFixture struct {
 	jti    int
 }
 
-func newIssuerFixture(t *testing.T) *issuerFixture {
+func newIssuerFixture(t testing.TB) *issuerFixture {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	forgerKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	jwk := jose.JSONWebKey{Key: key.Public(), KeyID: "k1", Algorithm: "ES256", Use: "sig"}
@@ -248,3 +248,64 @@ func TestHandlersSeeTheClaimsWithAndWithoutARequestStore(t *testing.T) {
 		}
 	}
 }
+
+// TestCallersOfVerifyGetTheirOwnCopy: Require shares the verifier's claims
+// with handlers, read-only; Verify's callers get a copy they may change.
+func TestCallersOfVerifyGetTheirOwnCopy(t *testing.T) {
+	f := newIssuerFixture(t)
+	v := f.verifier()
+	v.opaque = newOpaqueTokens()
+	opaque := OpaqueTokenPrefix + "admin-issued"
+	v.AddOpaqueToken(OpaqueToken{ID: "t1", Hash: HashOpaqueToken(opaque), ClientID: "app", UserID: "u1", Scope: ScopeReadResources,
+		CreatedAt: f.now.Add(-time.Hour), ExpiresAt: f.now.Add(time.Hour)})
+	for _, raw := range []string{f.genuine(), opaque} {
+		for range 2 { // the second time from the cache
+			c, err := v.Verify(context.Background(), raw)
+			if err != nil || !c.HasScope(ScopeReadResources) {
+				t.Fatalf("%.20s: %v %+v", raw, err, c)
+			}
+			c.Scope, c.Subject = "", ""
+		}
+	}
+	if _, err := v.Verify(context.Background(), OpaqueTokenPrefix+"unknown"); err == nil {
+		t.Fatal("unknown opaque token accepted")
+	}
+}
+
+// BenchmarkRequireKnownToken is what Require costs a request whose token
+// the verifier has seen: go test -bench Require -benchmem ./internal/auth/
+func BenchmarkRequireKnownToken(b *testing.B) {
+	f := newIssuerFixture(b)
+	v := f.verifier()
+	v.opaque = newOpaqueTokens()
+	opaque := OpaqueTokenPrefix + "0123456789012345678901234567890123456789012"
+	v.AddOpaqueToken(OpaqueToken{ID: "t1", Hash: HashOpaqueToken(opaque), ClientID: "app", UserID: "u1", Scope: ScopeReadResources,
+		CreatedAt: f.now.Add(-time.Hour), ExpiresAt: f.now.Add(time.Hour)})
+	h := httpx.WithRequestID(slog.New(slog.DiscardHandler), v.Require(okHandler, ScopeReadResources))
+	for name, tok := range map[string]string{"jwt": f.genuine(), "opaque": opaque} {
+		b.Run(name, func(b *testing.B) {
+			r := httptest.NewRequest(http.MethodGet, "/api/v1/devices", nil)
+			r.RemoteAddr = "192.0.2.1:40000"
+			r.Header.Set("Authorization", "Bearer "+tok)
+			w := &discardWriter{h: http.Header{}}
+			h.ServeHTTP(w, r)
+			if w.code != http.StatusOK {
+				b.Fatalf("%d", w.code)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				clear(w.h)
+				h.ServeHTTP(w, r)
+			}
+		})
+	}
+}
+
+type discardWriter struct {
+	h    http.Header
+	code int
+}
+
+func (d *discardWriter) Header() http.Header         { return d.h }
+func (d *discardWriter) WriteHeader(code int)        { d.code = code }
+func (d *discardWriter) Write(b []byte) (int, error) { return len(b), nil }

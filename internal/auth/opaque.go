@@ -74,29 +74,50 @@ const lastUsedFlushEvery = 30 * time.Second
 
 type opaqueTokens struct {
 	mu     sync.RWMutex
-	byHash map[string]*OpaqueToken
+	byHash map[string]*opaqueToken
 
 	usedMu sync.Mutex
 	used   map[string]time.Time // token id -> last use, not yet written
 }
 
+// opaqueToken is a known token with the claims Verify answers for it, built
+// once rather than on every request.
+type opaqueToken struct {
+	OpaqueToken
+	claims Claims
+}
+
 func newOpaqueTokens() *opaqueTokens {
-	return &opaqueTokens{byHash: make(map[string]*OpaqueToken), used: make(map[string]time.Time)}
+	return &opaqueTokens{byHash: make(map[string]*opaqueToken), used: make(map[string]time.Time)}
 }
 
 func (o *opaqueTokens) add(t OpaqueToken, now time.Time) {
 	if t.Hash == "" || now.Sub(t.ExpiresAt) > keepExpired {
 		return
 	}
+	e := &opaqueToken{OpaqueToken: t, claims: Claims{
+		Subject: t.UserID, ClientID: t.ClientID, Scope: t.Scope, Role: t.Role, ID: t.ID,
+		ExpiresAt: t.ExpiresAt, IssuedAt: t.CreatedAt, tokenHash: t.Hash,
+	}}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.byHash[t.Hash] = &t
+	o.byHash[t.Hash] = e
 }
 
-func (o *opaqueTokens) get(hash string) *OpaqueToken {
+// get looks a token up by the hex of its hash, given as bytes so that the
+// caller can keep them on its stack.
+func (o *opaqueTokens) get(hash []byte) *opaqueToken {
 	o.mu.RLock()
 	defer o.mu.RUnlock()
-	return o.byHash[hash]
+	return o.byHash[string(hash)] // no copy: the compiler looks up without allocating
+}
+
+// lookup finds the raw token.
+func (o *opaqueTokens) lookup(raw string) *opaqueToken {
+	k := tokenKey(raw)
+	var hx [2 * len(k)]byte
+	hex.Encode(hx[:], k[:])
+	return o.get(hx[:])
 }
 
 func (o *opaqueTokens) drop(hash string) {
@@ -128,21 +149,18 @@ func (o *opaqueTokens) touch(id string, at time.Time) {
 	}
 }
 
-// verifyOpaque checks an admin-issued token against memory only.
+// verifyOpaque checks an admin-issued token against memory only. The claims
+// are the verifier's: the caller must not modify them.
 func (v *Verifier) verifyOpaque(raw string) (*Claims, error) {
 	if v.opaque == nil {
 		return nil, errors.New("verify token: unknown opaque token")
 	}
-	hash := HashOpaqueToken(raw)
-	t := v.opaque.get(hash)
+	t := v.opaque.lookup(raw)
 	if t == nil {
 		return nil, errors.New("verify token: unknown opaque token")
 	}
 	now := v.now()
-	c := &Claims{
-		Subject: t.UserID, ClientID: t.ClientID, Scope: t.Scope, Role: t.Role, ID: t.ID,
-		ExpiresAt: t.ExpiresAt, IssuedAt: t.CreatedAt, tokenHash: hash,
-	}
+	c := &t.claims
 	if v.revoked.revoked(c) {
 		return nil, fmt.Errorf("verify token: %w", ErrRevoked)
 	}

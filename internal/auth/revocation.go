@@ -143,15 +143,11 @@ func (rs *revocations) pruneLocked(now time.Time) {
 func (rs *revocations) revoked(c *Claims) bool {
 	rs.mu.RLock()
 	defer rs.mu.RUnlock()
-	if c.ID != "" {
-		if _, ok := rs.tokens["jti:"+c.ID]; ok {
-			return true
-		}
+	if c.ID != "" && rs.hasToken("jti:", c.ID) {
+		return true
 	}
-	if c.tokenHash != "" {
-		if _, ok := rs.tokens["hash:"+c.tokenHash]; ok {
-			return true
-		}
+	if c.tokenHash != "" && rs.hasToken("hash:", c.tokenHash) {
+		return true
 	}
 	if co, ok := rs.clients[c.ClientID]; ok && !c.IssuedAt.After(co.issuedBefore) {
 		return true
@@ -165,6 +161,16 @@ func (rs *revocations) revoked(c *Claims) bool {
 		}
 	}
 	return false
+}
+
+// hasToken looks prefix+id up in rs.tokens with the key built on the
+// stack: a concatenation longer than 32 bytes (a token hash is 64) would be
+// a new string for every request.
+func (rs *revocations) hasToken(prefix, id string) bool {
+	var buf [96]byte
+	k := append(append(buf[:0], prefix...), id...)
+	_, ok := rs.tokens[string(k)]
+	return ok
 }
 
 func (rs *revocations) size() int {

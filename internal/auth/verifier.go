@@ -195,7 +195,7 @@ func (v *Verifier) verify(ctx context.Context, raw string, watch bool) (c *Claim
 	}
 	if isOpaque(raw) {
 		c, err := v.verifyOpaque(raw)
-		return c, false, false, err
+		return c, err == nil, false, err
 	}
 	key := tokenKey(raw)
 	if c := v.verified.get(key); c != nil {
@@ -247,7 +247,7 @@ func (v *Verifier) verifyJWT(ctx context.Context, raw string, key [32]byte) (*Cl
 // revocation.
 func (v *Verifier) known(raw string) bool {
 	if isOpaque(raw) {
-		return v.opaque != nil && v.opaque.get(HashOpaqueToken(raw)) != nil
+		return v.opaque != nil && v.opaque.lookup(raw) != nil
 	}
 	return v.verified.get(tokenKey(raw)) != nil
 }
