@@ -81,8 +81,9 @@ type Gateway struct {
 	// sessionsWG counts sessions whose last events are not yet published.
 	sessionsWG sync.WaitGroup
 
-	adm *admission
-	cmd commandRouter
+	adm     *admission
+	cmd     commandRouter
+	workers *workerPool // runs the sessions' request jobs
 
 	mu       sync.Mutex
 	sessions map[*deviceConn]*session
@@ -139,6 +140,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		seq:      events.NewSequencer(cfg.Now),
 		sessions: map[*deviceConn]*session{},
 		adm:      newAdmission(cfg.Limits),
+		workers:  newWorkerPool(5 * time.Second),
 	}
 	if g.cfg.ID == "" {
 		g.cfg.ID = uuid.NewString()
