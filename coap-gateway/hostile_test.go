@@ -709,13 +709,18 @@ func (p *peer) waitClosedOrPong(t *testing.T, within time.Duration) bool {
 	return false
 }
 
+// floodToken is the token of request i of a flood.
+func floodToken(i int) []byte {
+	tok := make([]byte, 8)
+	binary.BigEndian.PutUint64(tok, 0xf100d<<32|uint64(i))
+	return tok
+}
+
 // flood writes n requests with distinct tokens as fast as the socket takes them.
 func (p *peer) flood(n int, frame func(tok []byte) []byte) {
 	var buf []byte
 	for i := range n {
-		tok := make([]byte, 8)
-		binary.BigEndian.PutUint64(tok, 0xf100d<<32|uint64(i))
-		buf = append(buf, frame(tok)...)
+		buf = append(buf, frame(floodToken(i))...)
 		if len(buf) > 32<<10 || i == n-1 {
 			p.send(buf)
 			buf = buf[:0]
@@ -727,18 +732,27 @@ func (p *peer) flood(n int, frame func(tok []byte) []byte) {
 // answered once, with one of the codes.
 func (p *peer) expectEveryTokenAnswered(t *testing.T, n int, want ...codes.Code) {
 	t.Helper()
+	// Every flood token, not a count: the gateway's own messages to the
+	// peer (its CSM, observations of what the peer published) count as
+	// answers too.
 	waitFor(t, fmt.Sprintf("%d answers", n), 60*time.Second, func() bool {
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		return p.nAnswers >= n || p.closed
+		if p.closed {
+			return true
+		}
+		for i := range n {
+			if _, ok := p.got[string(floodToken(i))]; !ok {
+				return false
+			}
+		}
+		return true
 	})
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	byCode := map[codes.Code]int{}
 	for i := range n {
-		tok := make([]byte, 8)
-		binary.BigEndian.PutUint64(tok, 0xf100d<<32|uint64(i))
-		m, ok := p.got[string(tok)]
+		m, ok := p.got[string(floodToken(i))]
 		if !ok {
 			t.Fatalf("request %d of the flood not answered (%d answers, closed %v: %v)", i, p.nAnswers, p.closed, p.readErr)
 		}
