@@ -51,14 +51,10 @@ const (
 var (
 	valueJSON    = []string{"application/json"}
 	valueOCFCBOR = []string{contentTypeOCFCBOR}
-	statusValues = map[string][]string{}
+	// statusValues are the OCF-Status values of the success codes.
+	statusValues = map[string][]string{"2.01": {"2.01"}, "2.02": {"2.02"}, "2.03": {"2.03"}, "2.04": {"2.04"}, "2.05": {"2.05"}}
+	status205    = statusValues["2.05"]
 )
-
-func init() {
-	for _, code := range []string{"2.01", "2.02", "2.03", "2.04", "2.05"} {
-		statusValues[code] = []string{code}
-	}
-}
 
 // ocfStatusValue is the OCF-Status header value of a CoAP code.
 func ocfStatusValue(code string) []string {
@@ -97,7 +93,7 @@ func (a *API) getResource(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h[keyETag] = th.etagValue
 	h[keyLastModified] = th.lastModified
-	h[keyOCFStatus] = statusValues["2.05"]
+	h[keyOCFStatus] = status205
 	if inm := r.Header.Get("If-None-Match"); inm != "" && (inm == th.etag || inm == "*") {
 		w.WriteHeader(http.StatusNotModified)
 		return
@@ -140,21 +136,20 @@ func (a *API) commandWithBody(w http.ResponseWriter, r *http.Request, method str
 		// pooled buffer rather than a new one each time.
 		buf := bodyBufs.Get().(*bytes.Buffer)
 		buf.Reset()
-		_, err := buf.ReadFrom(src)
-		if err == nil {
+		_, readErr := buf.ReadFrom(src)
+		var convErr error
+		if readErr == nil {
 			// Convert here so a malformed body is the client's 400, not the
 			// device's. The CBOR shares nothing with buf.
-			content, err = ocf.JSONToCBOR(buf.Bytes())
-		} else {
-			err = errTooLarge
+			content, convErr = ocf.JSONToCBOR(buf.Bytes())
 		}
 		putBodyBuf(buf)
-		if err == errTooLarge {
+		switch {
+		case readErr != nil:
 			httpx.WriteProblem(w, http.StatusRequestEntityTooLarge, "the body is larger than 256 KiB")
 			return
-		}
-		if err != nil {
-			httpx.WriteProblem(w, http.StatusBadRequest, err.Error())
+		case convErr != nil:
+			httpx.WriteProblem(w, http.StatusBadRequest, convErr.Error())
 			return
 		}
 	} else {
@@ -172,8 +167,6 @@ func (a *API) commandWithBody(w http.ResponseWriter, r *http.Request, method str
 	}
 	a.command(w, r, method, content)
 }
-
-var errTooLarge = errors.New("the body is larger than 256 KiB")
 
 // bodyBufs holds buffers for JSON request bodies.
 var bodyBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
