@@ -1,6 +1,7 @@
 package c2capi_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -374,6 +375,27 @@ func TestResourceReadsAndUpdatesThroughTheDevice(t *testing.T) {
 		}
 		if r, b := s.do(c.method, c.path, s.token, body, map[string]string{"Content-Type": "application/json"}); r.StatusCode != c.want {
 			t.Errorf("%s: %d %s, want %d", name, r.StatusCode, b, c.want)
+		}
+	}
+
+	// Bodies: media type parameters, CBOR, other types, the size bound with
+	// and without a Content-Length.
+	cborBody, _ := ocf.Marshal(map[string]any{"power": 7})
+	big := `{"power":1,"pad":"` + strings.Repeat("x", 300<<10) + `"}`
+	for name, c := range map[string]struct {
+		contentType string
+		body        io.Reader
+		want        int
+	}{
+		"JSON with charset":  {"application/json; charset=utf-8", strings.NewReader(`{"power":6}`), http.StatusOK},
+		"OCF CBOR":           {"application/vnd.ocf+cbor", bytes.NewReader(cborBody), http.StatusOK},
+		"malformed CBOR":     {"application/vnd.ocf+cbor", bytes.NewReader([]byte{0xff}), http.StatusBadRequest},
+		"plain text":         {"text/plain", strings.NewReader(`power=6`), http.StatusUnsupportedMediaType},
+		"too large":          {"application/json", strings.NewReader(big), http.StatusRequestEntityTooLarge},
+		"too large, chunked": {"application/json", io.MultiReader(strings.NewReader(big)), http.StatusRequestEntityTooLarge},
+	} {
+		if r, b := s.do(http.MethodPost, light, s.token, c.body, map[string]string{"Content-Type": c.contentType}); r.StatusCode != c.want {
+			t.Errorf("%s: %d %.200s, want %d", name, r.StatusCode, b, c.want)
 		}
 	}
 
