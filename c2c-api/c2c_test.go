@@ -347,6 +347,11 @@ func TestResourceReadsAndUpdatesThroughTheDevice(t *testing.T) {
 		_, b := s.do(http.MethodGet, light, s.token, nil, nil)
 		return strings.Contains(string(b), `"power":9`)
 	})
+	// The changed twin has a new ETag: the old one no longer answers 304.
+	r3, b3 := s.do(http.MethodGet, light, s.token, nil, map[string]string{"If-None-Match": etag})
+	if r3.StatusCode != http.StatusOK || r3.Header.Get("ETag") == etag || r3.Header.Get("Last-Modified") == "" || !strings.Contains(string(b3), `"power":9`) {
+		t.Fatalf("changed twin: %d %v %s", r3.StatusCode, r3.Header, b3)
+	}
 	dev.SetLight(false, 4)
 	_, live := s.do(http.MethodGet, light+"?twin=false", s.token, nil, nil)
 	if !strings.Contains(string(live), `"power":4`) {
