@@ -49,14 +49,11 @@ func newKeySet(ctx context.Context, url string) *keySet {
 
 // VerifySignature implements oidc.KeySet.
 func (k *keySet) VerifySignature(ctx context.Context, raw string) ([]byte, error) {
-	jws, err := jose.ParseSigned(raw, []jose.SignatureAlgorithm{jose.ES256})
+	tok, err := parseES256(raw)
 	if err != nil {
-		return nil, fmt.Errorf("malformed token: %w", err)
+		return nil, err
 	}
-	if len(jws.Signatures) != 1 {
-		return nil, errors.New("token must have one signature")
-	}
-	kid := jws.Signatures[0].Header.KeyID
+	kid := tok.kid
 	keys, known := k.lookup(kid)
 	if !known {
 		if err := k.refresh(ctx); err != nil {
@@ -67,8 +64,8 @@ func (k *keySet) VerifySignature(ctx context.Context, raw string) ([]byte, error
 		}
 	}
 	for _, key := range keys {
-		if payload, err := jws.Verify(&key); err == nil {
-			return payload, nil
+		if tok.verify(key.Key) {
+			return tok.payload, nil
 		}
 	}
 	return nil, errors.New("token signature does not verify")
