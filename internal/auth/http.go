@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/time/rate"
 
 	"github.com/ocfcloud/ocfcloud/internal/httpx"
@@ -25,7 +24,7 @@ const (
 
 // WithFailureBudget sets how many tokens that cost a signature check and
 // were refused (a forged signature, an expired or revoked token: see
-// watchedKeySet) Require takes from one source address: perSecond
+// sigCheckKey) Require takes from one source address: perSecond
 // sustained, burst at once. Past it, Require answers 429 with Retry-After
 // for any token it does not know yet, without checking it: an ES256
 // verification (~150 µs of CPU) is what a flood of forged tokens costs.
@@ -121,24 +120,15 @@ func (v *Verifier) Require(next http.Handler, scopes ...string) http.Handler {
 }
 
 // sigCheckKey carries, on the context of a verification Require makes, a
-// *bool that watchedKeySet sets when the token reaches the signature check.
-type sigCheckKey struct{}
-
-// watchedKeySet tells Require which failed verifications cost a signature
-// check, the only expensive step: those, and only those, are charged to the
-// source address's budget. go-oidc parses the token first (malformed ones
-// end there) and checks issuer and expiry after the signature, so a token
+// *bool that verifyJWT sets when the token reaches the signature check, the
+// only expensive step: those failures, and only those, are charged to the
+// source address's budget. The token is parsed first (malformed ones end
+// there) and issuer and expiry are checked after the signature, so a token
 // with a bad signature, an unknown key id, a foreign issuer, a past expiry
 // or a revocation is charged; an absent, malformed or unknown opaque token
-// costs less than the 429 would, and is not. A known token never gets here.
-type watchedKeySet struct{ oidc.KeySet }
-
-func (k watchedKeySet) VerifySignature(ctx context.Context, jwt string) ([]byte, error) {
-	if checked, ok := ctx.Value(sigCheckKey{}).(*bool); ok {
-		*checked = true
-	}
-	return k.KeySet.VerifySignature(ctx, jwt)
-}
+// costs less than the 429 would, and is not. A known token never gets
+// there.
+type sigCheckKey struct{}
 
 // IsNoToken reports whether err means the request carried no token.
 func IsNoToken(err error) bool { return errors.Is(err, ErrNoToken) }

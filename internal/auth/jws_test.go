@@ -1,14 +1,17 @@
 package auth
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/base64"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
 )
 
 func signES256(t testing.TB, key *ecdsa.PrivateKey, kid string, payload string, extra map[jose.HeaderKey]any) string {
@@ -116,4 +119,44 @@ func FuzzParseES256(f *testing.F) {
 			t.Fatalf("parseES256 %v, go-jose %v for %q", ours, ref, raw)
 		}
 	})
+}
+
+// TestJWTClaimsAreChecked: issuer, expiry (required), not-before with five
+// minutes of leeway, and a subject, as go-oidc checked them.
+func TestJWTClaimsAreChecked(t *testing.T) {
+	f := newIssuerFixture(t)
+	v := f.verifier()
+	sign := func(claims map[string]any) string {
+		raw, err := jwt.Signed(f.signer).Claims(claims).Serialize()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw
+	}
+	now := f.now.Unix()
+	base := func(edit func(map[string]any)) string {
+		c := map[string]any{"iss": "https://issuer", "sub": "user-1", "iat": now - 60, "exp": now + 3600, "scope": ScopeReadResources}
+		edit(c)
+		return sign(c)
+	}
+	c, err := v.Verify(context.Background(), base(func(map[string]any) {}))
+	if err != nil || c.Subject != "user-1" || !c.ExpiresAt.Equal(time.Unix(now+3600, 0)) || !c.IssuedAt.Equal(time.Unix(now-60, 0)) {
+		t.Fatalf("good token: %+v %v", c, err)
+	}
+	if _, err := v.Verify(context.Background(), base(func(c map[string]any) { c["nbf"] = now + 120 })); err != nil {
+		t.Errorf("nbf within the leeway: %v", err)
+	}
+	for name, raw := range map[string]string{
+		"foreign issuer": base(func(c map[string]any) { c["iss"] = "https://elsewhere" }),
+		"no expiry":      base(func(c map[string]any) { delete(c, "exp") }),
+		"expired":        base(func(c map[string]any) { c["exp"] = now - 1 }),
+		"not yet valid":  base(func(c map[string]any) { c["nbf"] = now + 600 }),
+		"no subject":     base(func(c map[string]any) { delete(c, "sub") }),
+		"exp a string":   base(func(c map[string]any) { c["exp"] = "tomorrow" }),
+		"forged":         f.forged(),
+	} {
+		if c, err := v.Verify(context.Background(), raw); err == nil {
+			t.Errorf("%s: accepted %+v", name, c)
+		}
+	}
 }

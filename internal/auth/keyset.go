@@ -47,28 +47,24 @@ func newKeySet(ctx context.Context, url string) *keySet {
 	return &keySet{url: url, client: client, ctx: ctx}
 }
 
-// VerifySignature implements oidc.KeySet.
-func (k *keySet) VerifySignature(ctx context.Context, raw string) ([]byte, error) {
-	tok, err := parseES256(raw)
-	if err != nil {
-		return nil, err
-	}
+// verify checks tok's signature with the key it names.
+func (k *keySet) verify(ctx context.Context, tok *es256Token) error {
 	kid := tok.kid
 	keys, known := k.lookup(kid)
 	if !known {
 		if err := k.refresh(ctx); err != nil {
-			return nil, err
+			return err
 		}
 		if keys, known = k.lookup(kid); !known {
-			return nil, fmt.Errorf("unknown signing key %q", kid)
+			return fmt.Errorf("unknown signing key %q", kid)
 		}
 	}
 	for _, key := range keys {
 		if tok.verify(key.Key) {
-			return tok.payload, nil
+			return nil
 		}
 	}
-	return nil, errors.New("token signature does not verify")
+	return errors.New("token signature does not verify")
 }
 
 // lookup returns the keys a token with kid may be signed with.
