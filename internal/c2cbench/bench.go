@@ -5,18 +5,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
-	"os/exec"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -320,15 +316,15 @@ func ServeRole(ctx context.Context, role string, args []string, stdin io.Reader,
 }
 
 // startDeviceProcess runs `ocfcloud device-sim` with n devices onboarded
-// through the API at base; stop ends it.
+// through the C2C API as the admin, in a child process.
 func startDeviceProcess(ctx context.Context, base string, n int) (stop func(), err error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.CommandContext(ctx, exe, "device-sim", "--count", strconv.Itoa(n), "--api-url", base,
-		"--username", "admin", "--log-level", "error")
-	cmd.Env = append(os.Environ(), "OCFCLOUD_PASSWORD="+adminPassword)
+	cmd := devicesim.FleetProcess(ctx, devicesim.FleetProcessArgs{
+		Command: []string{exe, "device-sim"}, Count: n, APIURL: base, Username: "admin", Password: adminPassword,
+	})
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("device process: %w", err)
@@ -340,25 +336,12 @@ func startDeviceProcess(ctx context.Context, base string, n int) (stop func(), e
 func onlineDevices(ctx context.Context, c *http.Client, base, token string, n int, timeout time.Duration) ([]string, error) {
 	deadline := time.Now().Add(timeout)
 	for {
-		status, body, err := call(ctx, c, http.MethodGet, base+"/api/v1/devices?$count=true&$top=100&$filter="+url.QueryEscape("online eq true"), token, nil)
-		if err == nil && status == http.StatusOK {
-			var page struct {
-				Value []struct {
-					Device struct {
-						DI string `json:"di"`
-					} `json:"device"`
-				} `json:"value"`
-			}
-			if json.Unmarshal(body, &page) == nil && len(page.Value) >= n {
-				ids := make([]string, 0, n)
-				for _, v := range page.Value[:n] {
-					ids = append(ids, v.Device.DI)
-				}
-				return ids, nil
-			}
+		ids, _, err := devicesim.OnlineDevices(ctx, c, base, token, 100)
+		if err == nil && len(ids) >= n {
+			return ids[:n], nil
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("%d devices not online after %v (%d %v)", n, timeout, status, err)
+			return nil, fmt.Errorf("%d devices not online after %v (%d online, %v)", n, timeout, len(ids), err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -3,26 +3,23 @@ package soak
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
-	"os"
-	"os/exec"
 	"strings"
 	"time"
+
+	"github.com/ocfcloud/ocfcloud/internal/devicesim"
 )
 
 // startFleetProcess runs o.FleetCommand against the cloud at base. Its
 // progress goes to out; its log lines (errors only) go to out and are
 // counted. done receives the process's end.
 func startFleetProcess(ctx context.Context, o Options, base, password string, out io.Writer) (errs *atomicInt, done <-chan error, err error) {
-	args := append(o.FleetCommand[1:len(o.FleetCommand):len(o.FleetCommand)],
-		"--count", fmt.Sprint(o.Devices), "--api-url", base, "--username", "admin",
-		"--change-every", o.ChangeEvery.String(), "--log-level", "error")
-	cmd := exec.CommandContext(ctx, o.FleetCommand[0], args...)
-	cmd.Env = append(os.Environ(), "OCFCLOUD_PASSWORD="+password)
+	cmd := devicesim.FleetProcess(ctx, devicesim.FleetProcessArgs{
+		Command: o.FleetCommand, Count: o.Devices, APIURL: base, Username: "admin", Password: password,
+		ChangeEvery: o.ChangeEvery,
+	})
 	cmd.Stdout = out
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -56,22 +53,9 @@ func startFleetProcess(ctx context.Context, o Options, base, password string, ou
 func countOnline(ctx context.Context, base, token string) int {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	u := base + "/api/v1/devices?$count=true&$top=0&$filter=" + url.QueryEscape("online eq true")
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	_, total, err := devicesim.OnlineDevices(ctx, http.DefaultClient, base, token, 0)
 	if err != nil {
 		return -1
 	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return -1
-	}
-	defer resp.Body.Close()
-	var page struct {
-		TotalCount int `json:"TotalCount"`
-	}
-	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&page) != nil {
-		return -1
-	}
-	return page.TotalCount
+	return total
 }
