@@ -40,6 +40,9 @@ type deviceConn struct {
 	// the listener's sweep closes connections silent beyond the
 	// inactivity limit.
 	lastRead atomic.Int64
+	// signedIn is the session's state for the reader, which must not take
+	// the session's lock: it picks the message size limit.
+	signedIn atomic.Bool
 
 	wmu sync.Mutex // one writer at a time
 
@@ -85,8 +88,8 @@ func (c *deviceConn) run() error {
 			if err != nil {
 				return fmt.Errorf("malformed frame header: %w", err)
 			}
-			if h.MessageLength > c.srv.maxMessageSize {
-				return fmt.Errorf("%w (%d > %d bytes)", errMessageTooLong, h.MessageLength, c.srv.maxMessageSize)
+			if limit := c.maxMessageSize(); h.MessageLength > limit {
+				return fmt.Errorf("%w (%d > %d bytes)", errMessageTooLong, h.MessageLength, limit)
 			}
 			n := int(h.MessageLength)
 			if end-start < n {
@@ -125,6 +128,16 @@ func (c *deviceConn) run() error {
 			return err
 		}
 	}
+}
+
+// maxMessageSize is the largest message the connection accepts now. A
+// device that sends a large message right after its sign-in request,
+// without waiting for the answer, can see it refused; devices wait.
+func (c *deviceConn) maxMessageSize() uint32 {
+	if c.signedIn.Load() {
+		return c.srv.maxMessageSize
+	}
+	return c.srv.maxBeforeSignIn
 }
 
 // dispatch decodes one frame and routes it.

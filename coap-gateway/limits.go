@@ -30,6 +30,12 @@ type Limits struct {
 	// closes the connection (CoAP over TCP has no way to skip it). Default
 	// 256 KiB.
 	MaxMessageSize uint32
+	// MaxMessageSizeBeforeSignIn is the largest message accepted from a
+	// connection that is not signed in (sign-up, sign-in and refresh
+	// bodies are under 2 KiB; a sign-off query with a token under 4 KiB):
+	// a peer that never signs in can make the gateway buffer at most this
+	// much. Default 16 KiB, at most MaxMessageSize.
+	MaxMessageSizeBeforeSignIn uint32
 	// ConnRatePerIP is the sustained rate of new connections accepted from
 	// one source address, per second, and ConnBurstPerIP the burst above it.
 	// Defaults 50/s and 200; ConnRatePerIP < 0 disables the limit (devices
@@ -66,6 +72,10 @@ func (l *Limits) setDefaults() {
 	if l.MaxMessageSize == 0 {
 		l.MaxMessageSize = 256 << 10
 	}
+	if l.MaxMessageSizeBeforeSignIn == 0 {
+		l.MaxMessageSizeBeforeSignIn = 16 << 10
+	}
+	l.MaxMessageSizeBeforeSignIn = min(l.MaxMessageSizeBeforeSignIn, l.MaxMessageSize)
 	if l.ConnRatePerIP == 0 {
 		l.ConnRatePerIP = 50
 	}

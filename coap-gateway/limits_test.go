@@ -139,3 +139,24 @@ func TestSilentConnectionIsDroppedAndTheDeviceGoesOffline(t *testing.T) {
 	default:
 	}
 }
+
+// Before sign-in a connection may send at most MaxMessageSizeBeforeSignIn;
+// a signed-in device may send up to MaxMessageSize.
+func TestMessagesBeforeSignInAreSmaller(t *testing.T) {
+	const before, after = 4 << 10, 32 << 10
+	c := startTestCloud(t, withLimits(coapgateway.Limits{ConnRatePerIP: -1, MaxMessageSize: after, MaxMessageSizeBeforeSignIn: before}))
+	small := dialPeer(t, c.coapAddr(), nil)
+	if m := small.request(small.sized(before)); m.Code != codes.BadRequest {
+		t.Fatalf("a garbage sign-up of the limit before sign-in: %v %q, want 4.00", m.Code, m.Payload)
+	}
+	big := dialPeer(t, c.coapAddr(), nil)
+	big.send(big.sized(before + 1))
+	big.expectClosed(t, 10*time.Second)
+	big.expectNoAnswers(t)
+
+	dev := dialPeer(t, c.coapAddr(), nil)
+	dev.onboard(t, c, "6b1e2d3c-4b5a-4697-8a8b-9c0d1e2f3a4c", nil)
+	if m := dev.request(dev.sized(after)); m.Code != codes.BadRequest {
+		t.Fatalf("a frame of MaxMessageSize after sign-in: %v %q, want 4.00 (garbage sign-up)", m.Code, m.Payload)
+	}
+}

@@ -21,9 +21,11 @@ type connServer struct {
 	notFound       handlerFunc
 	pool           *pool.Pool
 	maxMessageSize uint32
-	ctx            context.Context
-	cancel         context.CancelFunc
-	wg             sync.WaitGroup
+	// maxBeforeSignIn bounds messages of connections not signed in.
+	maxBeforeSignIn uint32
+	ctx             context.Context
+	cancel          context.CancelFunc
+	wg              sync.WaitGroup
 
 	mu    sync.Mutex
 	conns map[*deviceConn]struct{}
@@ -35,9 +37,10 @@ func (g *Gateway) newConnServer(ln *limitListener, routes map[string]handlerFunc
 		g: g, ln: ln, routes: routes, notFound: notFound,
 		// Messages in flight are recycled; a message that grew beyond 2 KiB
 		// for a large frame is left to the collector.
-		pool:           pool.New(1024, 2048),
-		maxMessageSize: g.cfg.MaxMessageSize,
-		ctx:            ctx, cancel: cancel,
+		pool:            pool.New(1024, 2048),
+		maxMessageSize:  g.cfg.MaxMessageSize,
+		maxBeforeSignIn: g.cfg.MaxMessageSizeBeforeSignIn,
+		ctx:             ctx, cancel: cancel,
 		conns: map[*deviceConn]struct{}{},
 	}
 }

@@ -149,6 +149,7 @@ func (s *session) close() {
 	s.mu.Lock()
 	wasSignedIn := s.signedIn
 	s.signedIn = false
+	s.cc.signedIn.Store(false)
 	s.expires = time.Time{}
 	di, uid := s.deviceID, s.userID
 	s.unsubscribeLocked()
@@ -223,6 +224,7 @@ func (s *session) signIn(deviceID, userID string, expires time.Time) uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.signedIn, s.deviceID, s.userID, s.authFailures = true, deviceID, userID, 0
+	s.cc.signedIn.Store(true)
 	s.expires = expires
 	s.g.adm.signedIn(s.cc.NetConn())
 	return s.linksGen
@@ -253,6 +255,7 @@ func (s *session) signOut() {
 		return
 	}
 	s.signedIn = false
+	s.cc.signedIn.Store(false)
 	s.expires = time.Time{}
 	di, uid := s.deviceID, s.userID
 	s.unsubscribeLocked()
@@ -272,6 +275,7 @@ func (s *session) signedOff(deviceID string) {
 		return
 	}
 	s.signedIn = false
+	s.cc.signedIn.Store(false)
 	s.expires = time.Time{}
 	s.links = nil
 	s.unsubscribeLocked()
