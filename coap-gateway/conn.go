@@ -169,11 +169,24 @@ func (c *deviceConn) dispatch(frame []byte) error {
 func (c *deviceConn) signal(m *pool.Message) error {
 	switch m.Code() {
 	case codes.Ping:
+		// The pong waits until what the device sent before the ping is
+		// stored (MaxPongDelay at most): a pong then tells the device
+		// that its earlier notifications are durable.
 		pong := c.srv.pool.AcquireMessage(c.ctx)
 		defer c.srv.pool.ReleaseMessage(pong)
 		pong.SetCode(codes.Pong)
 		pong.SetToken(m.Token())
-		return c.write(pong)
+		data, err := pong.MarshalWithEncoder(coder.DefaultCoder)
+		if err != nil {
+			return err
+		}
+		frame := append([]byte(nil), data...)
+		c.s.afterStored(func() {
+			if err := c.writeFrame(frame); err != nil {
+				c.srv.g.log.Debug("write pong", "remote", c.RemoteAddr().String(), "err", err)
+			}
+		}, c.srv.g.cfg.MaxPongDelay)
+		return nil
 	case codes.Release, codes.Abort:
 		return errPeerReleased
 	}
@@ -257,12 +270,17 @@ func (c *deviceConn) write(m *pool.Message) error {
 	if err != nil {
 		return fmt.Errorf("encode %v: %w", m.Code(), err)
 	}
+	return c.writeFrame(data)
+}
+
+// writeFrame sends an encoded message.
+func (c *deviceConn) writeFrame(data []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.ctx.Err() != nil {
 		return errConnClosed
 	}
-	_, err = c.nc.Write(data)
+	_, err := c.nc.Write(data)
 	return err
 }
 

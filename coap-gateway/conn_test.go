@@ -22,8 +22,8 @@ func readerTestServer(maxMessage uint32) *connServer {
 		sessions: map[*deviceConn]*session{},
 		workers:  newWorkerPool(time.Second),
 	}
-	g.cfg.Limits.setDefaults()
 	g.cfg.MaxMessageSize = maxMessage
+	g.cfg.Limits.setDefaults()
 	g.cfg.DeviceTimeout = time.Second
 	g.adm = newAdmission(g.cfg.Limits)
 	return g.newConnServer(nil, map[string]handlerFunc{}, g.handleNotFound)

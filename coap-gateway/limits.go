@@ -63,6 +63,11 @@ type Limits struct {
 	// otherwise the write, and every command queued behind it, waits until
 	// the inactivity timeout. Default 30 s; negative disables.
 	WriteTimeout time.Duration
+	// MaxPongDelay is how long a pong may wait for the events the device
+	// caused before its ping (notifications, mostly) to be stored in
+	// JetStream: a device that got its pong knows they are durable, unless
+	// storing took longer than this. Default 2 s; negative: pong at once.
+	MaxPongDelay time.Duration
 }
 
 func (l *Limits) setDefaults() {
@@ -93,6 +98,9 @@ func (l *Limits) setDefaults() {
 	}
 	if l.SignInTimeout == 0 {
 		l.SignInTimeout = 60 * time.Second
+	}
+	if l.MaxPongDelay == 0 {
+		l.MaxPongDelay = 2 * time.Second
 	}
 	if l.WriteTimeout == 0 {
 		l.WriteTimeout = 30 * time.Second

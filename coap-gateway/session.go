@@ -43,6 +43,11 @@ type session struct {
 	queue    []*events.Envelope
 	draining bool
 	closed   bool
+	// enqueued and stored count the events queued and done with (stored,
+	// or dropped after retries); afterStored's barriers wait for stored
+	// to reach their count.
+	enqueued, stored uint64
+	barriers         []storedBarrier
 
 	// pubMu is held while the publish loop publishes one event; gone holds
 	// devices signed off on this connection, whose queued events must not
@@ -118,7 +123,49 @@ func (s *session) drain() {
 		s.qcond.Broadcast()
 		s.qmu.Unlock()
 		s.publishQueued(e)
+		s.qmu.Lock()
+		s.stored++
+		due := s.dueBarriersLocked()
+		s.qmu.Unlock()
+		for _, f := range due {
+			f()
+		}
 	}
+}
+
+// storedBarrier runs fire once the events queued before it are stored.
+type storedBarrier struct {
+	at   uint64
+	fire func()
+}
+
+func (s *session) dueBarriersLocked() []func() {
+	var due []func()
+	for len(s.barriers) > 0 && s.barriers[0].at <= s.stored {
+		due = append(due, s.barriers[0].fire)
+		s.barriers = s.barriers[1:]
+	}
+	if len(s.barriers) == 0 {
+		s.barriers = nil
+	}
+	return due
+}
+
+// afterStored runs fire once every event queued so far is stored (or
+// dropped), or after maxWait, whichever comes first; at once when nothing
+// is pending. The gateway holds a device's pong this way.
+func (s *session) afterStored(fire func(), maxWait time.Duration) {
+	s.qmu.Lock()
+	if s.stored == s.enqueued || maxWait < 0 || s.closed {
+		s.qmu.Unlock()
+		fire()
+		return
+	}
+	var once sync.Once
+	f := func() { once.Do(fire) }
+	s.barriers = append(s.barriers, storedBarrier{at: s.enqueued, fire: f})
+	s.qmu.Unlock()
+	time.AfterFunc(maxWait, f)
 }
 
 func (s *session) publishQueued(e *events.Envelope) {
@@ -180,6 +227,7 @@ func (s *session) enqueue(owner, deviceID string, t events.Type, fill func(*even
 		return
 	}
 	s.queue = append(s.queue, e)
+	s.enqueued++
 	if !s.draining {
 		s.draining = true
 		go s.drain()
