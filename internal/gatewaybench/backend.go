@@ -157,6 +157,11 @@ func (b *backend) tokenURL() string { return b.issuer + "/oauth/token" }
 func (b *backend) jwksURL() string  { return b.issuer + "/jwks" }
 func (b *backend) close()           { b.stop() }
 
+// gatewayArgs are the arguments of the "gateway" role on this backend.
+func (b *backend) gatewayArgs() []string {
+	return []string{"--nats-url", b.natsURL(), "--token-url", b.tokenURL(), "--jwks-url", b.jwksURL(), "--issuer", b.issuer}
+}
+
 // mint gets a device access token for di from the token endpoint.
 func (b *backend) mint(di string) (string, error) {
 	resp, err := b.http.PostForm(b.tokenURL(), url.Values{"grant_type": {"authorization_code"}, "code": {"c"}, "device_id": {di}})
@@ -209,9 +214,7 @@ func StartBackend(ctx context.Context, spawn func(role string, args []string) (*
 func (b *Backend) NATSURL() string { return b.b.natsURL() }
 
 // GatewayArgs are the arguments of the "gateway" role on this backend.
-func (b *Backend) GatewayArgs() []string {
-	return []string{"--nats-url", b.b.natsURL(), "--token-url", b.b.tokenURL(), "--jwks-url", b.b.jwksURL(), "--issuer", b.b.issuer}
-}
+func (b *Backend) GatewayArgs() []string { return b.b.gatewayArgs() }
 
 // Close stops the backend.
 func (b *Backend) Close() { b.b.close() }

@@ -193,35 +193,58 @@ func parallel(ctx context.Context, n, c int, progress io.Writer, what string, jo
 	return elapsed, failed.Load(), firstErr
 }
 
+// benchOnboarding runs full onboardings against a gateway in a child
+// process (in this process when the benchmark cannot spawn one), with
+// devices that speak CoAP on the raw socket (rawdevice.go), so the
+// gateway's CPU per onboarding is measured apart from the devices'.
 func benchOnboarding(ctx context.Context, o Options, be *backend, ips []netip.Addr, w io.Writer) error {
-	g, nc, err := newGateway(ctx, be, "127.0.0.1:0", "", nil)
+	addr, gwCPU, stop, err := onboardingGateway(ctx, o, be)
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
-	defer g.Close()
-	addr := g.Addrs()[0].String()
+	defer stop()
 	var st stepTimes
-	cpu0 := cpuTime()
+	gw0, cpu0 := gwCPU(), cpuTime()
 	elapsed, failed, firstErr := parallel(ctx, o.Onboardings, o.Concurrency, w, "onboarding", func(i int) error {
-		cc, err := dialDevice(ctx, addr, ips[i%len(ips)], nil)
+		dev, err := dialRaw(ctx, addr, ips[i%len(ips)])
 		if err != nil {
 			return err
 		}
-		defer cc.Close()
-		return onboardTimed(ctx, cc, devicesim.NewDeviceID(), &st)
+		defer dev.conn.Close()
+		return dev.onboard(devicesim.NewDeviceID(), &st)
 	})
-	cpu := cpuTime() - cpu0
+	gw, devices := gwCPU()-gw0, cpuTime()-cpu0
 	ok := int64(o.Onboardings) - failed
 	avg := func(sum *atomic.Int64) time.Duration {
 		return (time.Duration(sum.Load()) / time.Duration(max(ok, 1))).Round(10 * time.Microsecond)
 	}
+	cpu := cpuLine(devices, ok) // gateway in this process: both together
+	if gw > 0 {
+		cpu = strings.Replace(cpuLine(gw, ok), "; CPU", "; gateway CPU", 1) +
+			fmt.Sprintf(", devices %v each", (devices/time.Duration(max(ok, 1))).Round(time.Microsecond))
+	}
 	fmt.Fprintf(w, "full onboardings (sign-up + sign-in + publish, coap+tcp):  %6.0f /s   (%d in %v, %d failed; mean sign-up %v, sign-in %v, publish %v%s)\n",
-		float64(ok)/elapsed.Seconds(), ok, elapsed.Round(time.Millisecond), failed, avg(&st.signUp), avg(&st.signIn), avg(&st.publish), cpuLine(cpu, ok))
+		float64(ok)/elapsed.Seconds(), ok, elapsed.Round(time.Millisecond), failed, avg(&st.signUp), avg(&st.signIn), avg(&st.publish), cpu)
 	if failed > 0 {
 		return fmt.Errorf("onboarding: %d failed, first: %w", failed, firstErr)
 	}
 	return nil
+}
+
+// onboardingGateway starts the gateway of the onboarding measurement: a
+// "gateway" child process, whose CPU gwCPU reports, or, when no child can
+// be spawned, a gateway in this process (gwCPU then reports 0).
+func onboardingGateway(ctx context.Context, o Options, be *backend) (addr string, gwCPU func() time.Duration, stop func(), err error) {
+	if o.Spawn != nil && !o.InProcessBackend {
+		if p, err := o.Spawn("gateway", be.gatewayArgs()); err == nil {
+			return p.Addr, func() time.Duration { return cpuOf([]*Process{p}) }, p.Stop, nil
+		}
+	}
+	g, nc, err := newGateway(ctx, be, "127.0.0.1:0", "", nil)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	return g.Addrs()[0].String(), func() time.Duration { return 0 }, func() { g.Close(); nc.Close() }, nil
 }
 
 // holdDevices connects n devices to addr and runs prepare on each; the
@@ -280,7 +303,7 @@ func benchMemory(ctx context.Context, o Options, be *backend, ips []netip.Addr, 
 		return [5]float64{float64(after.RSS-base.RSS) / n, float64(after.Heap-base.Heap) / n, float64(after.Stack-base.Stack) / n,
 			float64(after.Goroutines-base.Goroutines) / n, float64(rightAfter-base.RSS) / n}, nil
 	}
-	gw, err := measure("gateway", []string{"--nats-url", be.natsURL(), "--token-url", be.tokenURL(), "--jwks-url", be.jwksURL(), "--issuer", be.issuer},
+	gw, err := measure("gateway", be.gatewayArgs(),
 		func(cc *client.Conn) error { return onboard(ctx, cc, devicesim.NewDeviceID()) })
 	if err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/plgd-dev/go-coap/v3/message"
@@ -21,16 +22,29 @@ import (
 // directly on the socket, one goroutine per device. A go-coap client
 // connection costs three goroutines and about twice the CPU per reconnect;
 // the storm's devices share the two cores with the gateways they measure,
-// and real devices run elsewhere. It signs in, then only reads: it answers
-// pings, and any request of the gateway with 4.04 (storm devices publish
-// nothing, so the gateway has nothing to observe).
+// and real devices run elsewhere. It makes requests one at a time and
+// answers the gateway's: pings, reads and observations of its light.
 type rawDevice struct {
 	conn net.Conn
 	r    *bufio.Reader
+	seq  int // numbers the tokens of its requests
 }
 
 // dialRawDevice connects from src (when valid) and signs in.
 func dialRawDevice(ctx context.Context, addr string, src netip.Addr, di, uid, token string) (*rawDevice, error) {
+	dev, err := dialRaw(ctx, addr, src)
+	if err != nil {
+		return nil, err
+	}
+	if err := dev.signIn(di, uid, token); err != nil {
+		_ = dev.conn.Close()
+		return nil, err
+	}
+	return dev, nil
+}
+
+// dialRaw connects from src (when valid).
+func dialRaw(ctx context.Context, addr string, src netip.Addr) (*rawDevice, error) {
 	d := &net.Dialer{Timeout: 10 * time.Second}
 	if src.IsValid() {
 		d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
@@ -39,29 +53,30 @@ func dialRawDevice(ctx context.Context, addr string, src netip.Addr, di, uid, to
 	if err != nil {
 		return nil, err
 	}
-	dev := &rawDevice{conn: conn, r: bufio.NewReaderSize(conn, 512)}
-	if err := dev.signIn(di, uid, token); err != nil {
-		_ = conn.Close()
-		return nil, err
-	}
-	return dev, nil
+	return &rawDevice{conn: conn, r: bufio.NewReaderSize(conn, 512)}, nil
 }
 
-var signInToken = message.Token("signin01")
-
-func (d *rawDevice) signIn(di, uid, token string) error {
-	body, err := ocf.Marshal(ocf.SessionRequest{DeviceID: di, UserID: uid, AccessToken: token, Login: true})
-	if err != nil {
-		return err
+// request sends a request with an OCF CBOR body (nil: none) and waits for
+// its answer, answering the gateway's pings and requests meanwhile; the
+// answer's payload is decoded into out unless out is nil. A code other
+// than want is an error.
+func (d *rawDevice) request(code codes.Code, path string, body, out any, want codes.Code) error {
+	d.seq++
+	token := message.Token(fmt.Sprintf("req%05d", d.seq%100000))
+	opts := make(message.Options, 0, 8)
+	for _, seg := range strings.Split(strings.TrimPrefix(path, "/"), "/") {
+		opts = append(opts, message.Option{ID: message.URIPath, Value: []byte(seg)})
 	}
-	opts := message.Options{
-		{ID: message.URIPath, Value: []byte("oic")},
-		{ID: message.URIPath, Value: []byte("sec")},
-		{ID: message.URIPath, Value: []byte("session")},
-		{ID: message.ContentFormat, Value: ocf.Uint16Bytes(uint16(ocf.ContentFormatCBOR))},
+	var payload []byte
+	if body != nil {
+		var err error
+		if payload, err = ocf.Marshal(body); err != nil {
+			return err
+		}
+		opts = append(opts, message.Option{ID: message.ContentFormat, Value: ocf.Uint16Bytes(uint16(ocf.ContentFormatCBOR))})
 	}
 	opts = append(opts, ocfOptions()...)
-	frame, err := encodeFrame(message.Message{Code: codes.POST, Token: signInToken, Options: opts, Payload: body})
+	frame, err := encodeFrame(message.Message{Code: code, Token: token, Options: opts, Payload: payload})
 	if err != nil {
 		return err
 	}
@@ -75,14 +90,44 @@ func (d *rawDevice) signIn(di, uid, token string) error {
 		if err != nil {
 			return err
 		}
-		if m.Code >= codes.CSM || string(m.Token) != string(signInToken) {
-			continue // the gateway's CSM
+		if string(m.Token) != string(token) || m.Code < codes.Created || m.Code >= codes.CSM {
+			if err := d.answer(m); err != nil {
+				return err
+			}
+			continue
 		}
-		if m.Code != codes.Changed {
-			return fmt.Errorf("sign-in: %v %s", m.Code, m.Payload)
+		if m.Code != want {
+			return fmt.Errorf("%s: %v %s", path, m.Code, m.Payload)
+		}
+		if out != nil {
+			return ocf.Unmarshal(m.Payload, out)
 		}
 		return nil
 	}
+}
+
+func (d *rawDevice) signIn(di, uid, token string) error {
+	return d.request(codes.POST, ocf.PathSession, ocf.SessionRequest{DeviceID: di, UserID: uid, AccessToken: token, Login: true}, nil, codes.Changed)
+}
+
+// onboard signs up with a code the stand-in token endpoint accepts, signs
+// in and publishes a light, as onboard does with a go-coap client.
+func (d *rawDevice) onboard(di string, st *stepTimes) error {
+	t0 := time.Now()
+	var up ocf.SignUpResponse
+	if err := d.request(codes.POST, ocf.PathAccount, ocf.SignUpRequest{DeviceID: di, AuthProvider: "ocfcloud", AccessToken: "code-" + di, DeviceType: "device"}, &up, codes.Changed); err != nil {
+		return err
+	}
+	t1 := time.Now()
+	if err := d.signIn(di, up.UserID, up.AccessToken); err != nil {
+		return err
+	}
+	t2 := time.Now()
+	err := d.request(codes.POST, ocf.PathRD, ocf.PublishRequest{DeviceID: di, Links: []ocf.Link{
+		{Href: "/light/1", RT: []string{"core.light"}, IF: []string{"oic.if.rw", "oic.if.baseline"}, Policy: &ocf.Policy{BitMask: 1}},
+	}}, nil, codes.Changed)
+	st.add(t0, t1, t2)
+	return err
 }
 
 // serve reads until the connection ends, answering pings and requests.
@@ -93,23 +138,37 @@ func (d *rawDevice) serve() {
 		if err != nil {
 			return
 		}
-		var answer codes.Code
-		switch {
-		case m.Code == codes.Ping:
-			answer = codes.Pong
-		case m.Code >= codes.GET && m.Code < 32:
-			answer = codes.NotFound
-		default:
-			continue
-		}
-		frame, err := encodeFrame(message.Message{Code: answer, Token: m.Token})
-		if err != nil {
-			return
-		}
-		if _, err := d.conn.Write(frame); err != nil {
+		if err := d.answer(m); err != nil {
 			return
 		}
 	}
+}
+
+// answer answers a ping with a pong and a request of the gateway: a GET
+// (a read or an observation) with the light's representation, anything
+// else with 4.04. Other messages need no answer.
+func (d *rawDevice) answer(m message.Message) error {
+	var reply message.Message
+	switch {
+	case m.Code == codes.Ping:
+		reply = message.Message{Code: codes.Pong, Token: m.Token}
+	case m.Code == codes.GET:
+		reply = message.Message{Code: codes.Content, Token: m.Token, Payload: lightRep,
+			Options: message.Options{{ID: message.ContentFormat, Value: ocf.Uint16Bytes(uint16(ocf.ContentFormatCBOR))}}}
+		if obs, err := m.Options.Observe(); err == nil && obs == 0 {
+			reply.Options = append(message.Options{{ID: message.Observe, Value: []byte{1}}}, reply.Options...)
+		}
+	case m.Code >= codes.POST && m.Code < 32:
+		reply = message.Message{Code: codes.NotFound, Token: m.Token}
+	default:
+		return nil
+	}
+	frame, err := encodeFrame(reply)
+	if err != nil {
+		return err
+	}
+	_, err = d.conn.Write(frame)
+	return err
 }
 
 // read reads one frame.
