@@ -206,7 +206,7 @@ func benchOnboarding(ctx context.Context, o Options, be *backend, ips []netip.Ad
 	var st stepTimes
 	gw0, cpu0 := gwCPU(), cpuTime()
 	elapsed, failed, firstErr := parallel(ctx, o.Onboardings, o.Concurrency, w, "onboarding", func(i int) error {
-		dev, err := dialRaw(ctx, addr, ips[i%len(ips)])
+		dev, err := dialRaw(ctx, addr, ips[i%len(ips)], nil)
 		if err != nil {
 			return err
 		}

@@ -3,6 +3,7 @@ package gatewaybench
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -32,7 +33,7 @@ type rawDevice struct {
 
 // dialRawDevice connects from src (when valid) and signs in.
 func dialRawDevice(ctx context.Context, addr string, src netip.Addr, di, uid, token string) (*rawDevice, error) {
-	dev, err := dialRaw(ctx, addr, src)
+	dev, err := dialRaw(ctx, addr, src, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -43,13 +44,20 @@ func dialRawDevice(ctx context.Context, addr string, src netip.Addr, di, uid, to
 	return dev, nil
 }
 
-// dialRaw connects from src (when valid).
-func dialRaw(ctx context.Context, addr string, src netip.Addr) (*rawDevice, error) {
+// dialRaw connects from src (when valid), over TLS when tlsCfg is set
+// (the handshake done before it returns).
+func dialRaw(ctx context.Context, addr string, src netip.Addr, tlsCfg *tls.Config) (*rawDevice, error) {
 	d := &net.Dialer{Timeout: 10 * time.Second}
 	if src.IsValid() {
 		d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
 	}
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	var conn net.Conn
+	var err error
+	if tlsCfg != nil {
+		conn, err = (&tls.Dialer{NetDialer: d, Config: tlsCfg}).DialContext(ctx, "tcp", addr)
+	} else {
+		conn, err = d.DialContext(ctx, "tcp", addr)
+	}
 	if err != nil {
 		return nil, err
 	}

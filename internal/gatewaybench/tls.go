@@ -128,14 +128,13 @@ func benchTLS(ctx context.Context, o Options, be *backend, ips []netip.Addr, w i
 	bareAddr := ln.Addr().String()
 	bareJob := func(i int) error {
 		d := tc.devices[i%len(tc.devices)]
-		dialer := &net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: ips[i%len(ips)].AsSlice()}}
-		c, err := tls.DialWithDialer(dialer, "tcp", bareAddr, tc.client(d))
+		dev, err := dialRaw(ctx, bareAddr, ips[i%len(ips)], tc.client(d))
 		if err != nil {
 			return err
 		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		_, err = c.Read(make([]byte, 1))
+		defer dev.conn.Close()
+		_ = dev.conn.SetDeadline(time.Now().Add(10 * time.Second))
+		_, err = dev.conn.Read(make([]byte, 1))
 		return err
 	}
 
@@ -147,13 +146,15 @@ func benchTLS(ctx context.Context, o Options, be *backend, ips []netip.Addr, w i
 	defer g.Close()
 	gwAddr := g.Addrs()[0].String()
 	gwJob := func(i int) error {
+		// The same client and dial as the bare job; then a CoAP sign-in
+		// on the raw socket (rawdevice.go).
 		d := tc.devices[i%len(tc.devices)]
-		cc, err := dialDevice(ctx, gwAddr, ips[i%len(ips)], tc.client(d))
+		dev, err := dialRaw(ctx, gwAddr, ips[i%len(ips)], tc.client(d))
 		if err != nil {
 			return err
 		}
-		defer cc.Close()
-		return signIn(ctx, cc, d.di, benchUser, d.token)
+		defer dev.conn.Close()
+		return dev.signIn(d.di, benchUser, d.token)
 	}
 	// Alternate short rounds of both, so that load from other processes on
 	// the machine weighs on both alike.
