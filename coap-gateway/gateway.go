@@ -152,7 +152,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		return nil, fmt.Errorf("coap-gateway: %w", err)
 	}
 	leaseCtx, stopLease := context.WithCancel(context.Background())
-	if g.leaseDone, err = leases.Keep(leaseCtx, leaseKV, g.cfg.ID, cfg.LeaseTTL, g.log); err != nil {
+	if g.leaseDone, err = leases.Keep(leaseCtx, leaseKV, g.cfg.ID, cfg.LeaseTTL, g.log, g.announceOnline); err != nil {
 		stopLease()
 		return nil, fmt.Errorf("coap-gateway: %w", err)
 	}
@@ -331,6 +331,30 @@ func init() {
 	def := message.CoapOptionDefs[message.URIQuery]
 	def.MaxLen = maxQueryOption
 	message.CoapOptionDefs[message.URIQuery] = def
+}
+
+// announceOnline publishes device_online again for every signed-in session.
+// The lease keeper calls it when the lease was renewed after a lapse: a
+// registry may have marked this gateway's devices offline meanwhile
+// (gateway_lost), though they are still connected.
+func (g *Gateway) announceOnline() {
+	online, _ := json.Marshal(events.OnlineContent{Gateway: g.cfg.ID})
+	g.mu.Lock()
+	sessions := make([]*session, 0, len(g.sessions))
+	for _, s := range g.sessions {
+		sessions = append(sessions, s)
+	}
+	g.mu.Unlock()
+	n := 0
+	for _, s := range sessions {
+		if signedIn, di, uid := s.identity(); signedIn {
+			s.enqueue(uid, di, events.DeviceOnline, func(e *events.Envelope) {
+				e.ContentType, e.Content = events.ContentTypeJSON, online
+			})
+			n++
+		}
+	}
+	g.log.Info("announced signed-in devices online again after the lease lapsed", "devices", n)
 }
 
 // offline fills a device_offline event with this gateway's id, so the

@@ -186,7 +186,7 @@ func TestDevicesOfALostGatewayGoOffline(t *testing.T) {
 	// gw-live keeps renewing; gw-crashed wrote its lease once and died.
 	keepCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	if _, err := leases.Keep(keepCtx, kv, "gw-live", time.Second, r.log); err != nil {
+	if _, err := leases.Keep(keepCtx, kv, "gw-live", time.Second, r.log, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := kv.PutString(ctx, "gw-crashed", "x"); err != nil {

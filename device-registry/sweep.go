@@ -17,14 +17,25 @@ func (r *Registry) sweepLoop(ctx context.Context) {
 	// Devices for which an offline event is published but not yet applied,
 	// with the online sequence it answers, so a sweep does not repeat it.
 	pending := map[string]uint64{}
+	var blind sweepBlindness
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
-			r.sweep(ctx, pending)
+		case now := <-t.C:
+			r.sweep(ctx, pending, &blind, now)
 		}
 	}
+}
+
+// sweepBlindness remembers that the registry could not read the leases
+// (NATS away): the gateways could not renew theirs either, so right after
+// it can read them again, an expired lease does not mean a lost gateway.
+// Sweeps judge again once a lease lifetime has passed since, time enough
+// for every live gateway to renew.
+type sweepBlindness struct {
+	blind bool      // the last read failed
+	until time.Time // no judgement before this
 }
 
 type orphan struct {
@@ -32,12 +43,19 @@ type orphan struct {
 	onlineSeq                uint64
 }
 
-func (r *Registry) sweep(ctx context.Context, pending map[string]uint64) {
+func (r *Registry) sweep(ctx context.Context, pending map[string]uint64, b *sweepBlindness, now time.Time) {
 	qctx, cancel := context.WithTimeout(ctx, r.cfg.SweepEvery)
 	alive, err := leases.Alive(qctx, r.leases)
 	cancel()
 	if err != nil {
 		r.log.Warn("cannot read gateway leases", "err", err)
+		b.blind = true
+		return
+	}
+	if b.blind {
+		b.blind, b.until = false, now.Add(r.cfg.LeaseTTL)
+	}
+	if now.Before(b.until) {
 		return
 	}
 	var orphans []orphan

@@ -51,7 +51,12 @@ func Open(ctx context.Context, js jetstream.JetStream, ttl time.Duration, replic
 // Keep writes the lease of id now and renews it every ttl/3 until ctx ends,
 // then deletes it (a clean stop needs no expiry). It returns after the first
 // write, so a caller can rely on the lease existing.
-func Keep(ctx context.Context, kv jetstream.KeyValue, id string, ttl time.Duration, log *slog.Logger) (done <-chan struct{}, err error) {
+//
+// When a renewal succeeds more than ttl after the last one (NATS was away,
+// the process was paused), the lease may have expired meanwhile and a
+// registry may have declared the holder's devices lost: afterLapse (when
+// not nil) is then called, so the holder can announce them again.
+func Keep(ctx context.Context, kv jetstream.KeyValue, id string, ttl time.Duration, log *slog.Logger, afterLapse func()) (done <-chan struct{}, err error) {
 	if ttl <= 0 {
 		ttl = DefaultTTL
 	}
@@ -59,6 +64,7 @@ func Keep(ctx context.Context, kv jetstream.KeyValue, id string, ttl time.Durati
 		return nil, fmt.Errorf("lease %s: %w", id, err)
 	}
 	ch := make(chan struct{})
+	last := time.Now()
 	go func() {
 		defer close(ch)
 		t := time.NewTicker(ttl / 3)
@@ -72,10 +78,19 @@ func Keep(ctx context.Context, kv jetstream.KeyValue, id string, ttl time.Durati
 				return
 			case now := <-t.C:
 				pctx, cancel := context.WithTimeout(ctx, ttl/3)
-				if _, err := kv.PutString(pctx, id, now.UTC().Format(time.RFC3339Nano)); err != nil && ctx.Err() == nil {
-					log.Warn("cannot renew gateway lease", "gateway_id", id, "err", err)
-				}
+				_, err := kv.PutString(pctx, id, now.UTC().Format(time.RFC3339Nano))
 				cancel()
+				switch {
+				case err != nil && ctx.Err() == nil:
+					log.Warn("cannot renew gateway lease", "gateway_id", id, "err", err)
+				case err == nil:
+					lapsed := time.Since(last) > ttl
+					last = time.Now()
+					if lapsed && afterLapse != nil {
+						log.Info("gateway lease renewed after a lapse", "gateway_id", id)
+						go afterLapse() // it may publish; renewals go on
+					}
+				}
 			}
 		}
 	}()

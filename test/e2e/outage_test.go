@@ -103,8 +103,13 @@ func TestNATSOutageIsSurvivedWithoutRestart(t *testing.T) {
 	end := time.Now()
 	recovery(t, base, end, time.Minute, requests)
 	newcomer.mustOnline()
+	var lastLive string
 	waitFor(t, "live update through the device again", 30*time.Second, func() bool {
-		resp, _ := api.do(http.MethodPost, light, strings.NewReader(`{"power":77}`), "application/json")
+		resp, body := api.do(http.MethodPost, light, strings.NewReader(`{"power":77}`), "application/json")
+		lastLive = resp.Status + " " + string(body)
+		if resp.StatusCode != http.StatusOK {
+			t.Logf("live update after the outage: %s", lastLive)
+		}
 		return resp.StatusCode == http.StatusOK
 	})
 	t.Logf("after the outage: live update through the simulated device %v after it ended", time.Since(end).Round(10*time.Millisecond))
