@@ -372,20 +372,43 @@ func parallelDo(n, c int, f func(i int) error) error {
 func cpuOf(ps []*Process) time.Duration {
 	var total time.Duration
 	for _, p := range ps {
-		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
-		if err != nil {
-			continue
-		}
-		// Fields after the command name (which may contain spaces):
-		// state is field 3, utime 14 and stime 15, in clock ticks (100/s).
-		rest := string(data[strings.LastIndexByte(string(data), ')')+2:])
-		f := strings.Fields(rest)
-		if len(f) < 13 {
-			continue
-		}
-		ut, _ := strconv.ParseInt(f[11], 10, 64)
-		st, _ := strconv.ParseInt(f[12], 10, 64)
-		total += time.Duration(ut+st) * 10 * time.Millisecond
+		total += p.CPU()
 	}
 	return total
+}
+
+// CPU is the CPU time (user + system) the process used so far, in 10 ms
+// steps; 0 when it cannot be read.
+func (p *Process) CPU() time.Duration {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name (which may contain spaces): state is
+	// field 3, utime 14 and stime 15, in clock ticks (100/s).
+	rest := string(data[strings.LastIndexByte(string(data), ')')+2:])
+	f := strings.Fields(rest)
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
+// WaitIdle waits until the process uses less than a tenth of a core over
+// a quarter second, at most max; it returns how long it waited. Benchmarks
+// call it between runs, so work a run left behind (events still being
+// applied) does not weigh on the next.
+func (p *Process) WaitIdle(max time.Duration) time.Duration {
+	const window = 250 * time.Millisecond
+	start := time.Now()
+	for time.Since(start) < max {
+		before := p.CPU()
+		time.Sleep(window)
+		if p.CPU()-before < window/10 {
+			break
+		}
+	}
+	return time.Since(start)
 }
