@@ -358,6 +358,13 @@ func (c *deviceConn) observe(ctx context.Context, href string, notify func(*pool
 	req.SetObserve(0)
 	token := append(message.Token(nil), req.Token()...)
 	c.mu.Lock()
+	// One observation per href, checked and registered at once: two
+	// publishes of a link in quick succession would otherwise observe it
+	// twice and every notification would become two events.
+	if slices.ContainsFunc(c.observers, func(o observer) bool { return o.href == href }) {
+		c.mu.Unlock()
+		return true, nil
+	}
 	// Registered before the request goes out: a notification can follow
 	// the first answer at once, and both arrive on the reader.
 	c.observers = append(c.observers, observer{href: href, token: token, fn: notify})

@@ -1,6 +1,7 @@
 package coapgateway
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"net"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/message/pool"
 	"github.com/plgd-dev/go-coap/v3/tcp/coder"
 )
 
@@ -178,4 +180,100 @@ func FuzzReader(f *testing.F) {
 		}
 		decodeAll(t, feed(t, readerTestServer(1024), data, chunk, 0))
 	})
+}
+
+// A resource is observed once however often observation is asked for; the
+// first answer and the notifications after it reach the observer in order.
+func TestObservingAnHrefTwiceSendsOneRequest(t *testing.T) {
+	srv := readerTestServer(4096)
+	gw, peer := net.Pipe()
+	defer peer.Close()
+	srv.wg.Add(1)
+	go srv.serveConn(gw)
+	var c *deviceConn
+	for c == nil {
+		srv.mu.Lock()
+		for k := range srv.conns {
+			c = k
+		}
+		srv.mu.Unlock()
+	}
+	frames := make(chan message.Message, 8)
+	go func() {
+		buf := make([]byte, 0, 1024)
+		tmp := make([]byte, 512)
+		for {
+			n, err := peer.Read(tmp)
+			if err != nil {
+				close(frames)
+				return
+			}
+			buf = append(buf, tmp[:n]...)
+			for {
+				var h coder.MessageHeader
+				if _, err := coder.DefaultCoder.DecodeHeader(buf, &h); err != nil || int(h.MessageLength) > len(buf) {
+					break
+				}
+				m := message.Message{Options: make(message.Options, 0, 8)}
+				if _, err := coder.DefaultCoder.Decode(buf[:h.MessageLength], &m); err == nil && m.Code == codes.GET {
+					m.Token = append(message.Token(nil), m.Token...)
+					frames <- m
+				}
+				buf = buf[h.MessageLength:]
+			}
+		}
+	}()
+	var mu sync.Mutex
+	var seen []string
+	notify := func(m *pool.Message) {
+		b, _ := m.ReadBody()
+		mu.Lock()
+		seen = append(seen, string(b))
+		mu.Unlock()
+	}
+	first := make(chan bool, 1)
+	go func() {
+		ok, err := c.observe(context.Background(), "/light/1", notify)
+		first <- ok && err == nil
+	}()
+	var req message.Message
+	select {
+	case req = <-frames:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no observe request")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if ok, err := c.observe(ctx, "/light/1", notify); !ok || err != nil {
+		t.Fatalf("second observe: %v %v", ok, err)
+	}
+	select {
+	case m := <-frames:
+		t.Fatalf("a second request for an observed href: %v", m)
+	case <-time.After(100 * time.Millisecond):
+	}
+	obs := message.Options{{ID: message.Observe, Value: []byte{1}}}
+	answer := append(frame(t, codes.Content, string(req.Token), obs, []byte("v1")), frame(t, codes.Content, string(req.Token), obs, []byte("v2"))...)
+	if _, err := peer.Write(answer); err != nil {
+		t.Fatal(err)
+	}
+	if !<-first {
+		t.Fatal("first observe did not report an observation")
+	}
+	waitUntil := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		got := append([]string(nil), seen...)
+		mu.Unlock()
+		if len(got) == 2 {
+			if got[0] != "v1" || got[1] != "v2" {
+				t.Fatalf("notifications %q, want v1 then v2", got)
+			}
+			break
+		}
+		if time.Now().After(waitUntil) {
+			t.Fatalf("notifications %q", got)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
