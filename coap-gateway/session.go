@@ -123,13 +123,19 @@ func (s *session) drain() {
 		s.qcond.Broadcast()
 		s.qmu.Unlock()
 		s.publishQueued(e)
-		s.qmu.Lock()
-		s.stored++
-		due := s.dueBarriersLocked()
-		s.qmu.Unlock()
-		for _, f := range due {
-			f()
-		}
+		s.markStored()
+	}
+}
+
+// markStored counts one queued event as done with and runs the barriers
+// that waited for it.
+func (s *session) markStored() {
+	s.qmu.Lock()
+	s.stored++
+	due := s.dueBarriersLocked()
+	s.qmu.Unlock()
+	for _, f := range due {
+		f()
 	}
 }
 

@@ -30,15 +30,7 @@ func TestAfterStoredWaitsForEarlierEvents(t *testing.T) {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	store := func() {
-		s.qmu.Lock()
-		s.stored++
-		due := s.dueBarriersLocked()
-		s.qmu.Unlock()
-		for _, f := range due {
-			f()
-		}
-	}
+	store := s.markStored
 
 	s.afterStored(fire("idle"), time.Hour)
 	expect("idle") // nothing pending: at once
