@@ -63,6 +63,15 @@ func (f *issuerFixture) token(s jose.Signer, lifetime time.Duration) string {
 	return raw
 }
 
+// withOpaqueToken makes v know raw as an admin-issued token (id t1, scope
+// r:resources:*, valid an hour either side of now) and returns raw.
+func (f *issuerFixture) withOpaqueToken(v *Verifier, raw string) string {
+	v.opaque = newOpaqueTokens()
+	v.AddOpaqueToken(OpaqueToken{ID: "t1", Hash: HashOpaqueToken(raw), ClientID: "app", UserID: "u1", Scope: ScopeReadResources,
+		CreatedAt: f.now.Add(-time.Hour), ExpiresAt: f.now.Add(time.Hour)})
+	return raw
+}
+
 func (f *issuerFixture) genuine() string { return f.token(f.signer, time.Hour) }
 func (f *issuerFixture) forged() string  { return f.token(f.forger, time.Hour) }
 
@@ -254,10 +263,7 @@ func TestHandlersSeeTheClaimsWithAndWithoutARequestStore(t *testing.T) {
 func TestCallersOfVerifyGetTheirOwnCopy(t *testing.T) {
 	f := newIssuerFixture(t)
 	v := f.verifier()
-	v.opaque = newOpaqueTokens()
-	opaque := OpaqueTokenPrefix + "admin-issued"
-	v.AddOpaqueToken(OpaqueToken{ID: "t1", Hash: HashOpaqueToken(opaque), ClientID: "app", UserID: "u1", Scope: ScopeReadResources,
-		CreatedAt: f.now.Add(-time.Hour), ExpiresAt: f.now.Add(time.Hour)})
+	opaque := f.withOpaqueToken(v, OpaqueTokenPrefix+"admin-issued")
 	for _, raw := range []string{f.genuine(), opaque} {
 		for range 2 { // the second time from the cache
 			c, err := v.Verify(context.Background(), raw)
@@ -277,10 +283,7 @@ func TestCallersOfVerifyGetTheirOwnCopy(t *testing.T) {
 func BenchmarkRequireKnownToken(b *testing.B) {
 	f := newIssuerFixture(b)
 	v := f.verifier()
-	v.opaque = newOpaqueTokens()
-	opaque := OpaqueTokenPrefix + "0123456789012345678901234567890123456789012"
-	v.AddOpaqueToken(OpaqueToken{ID: "t1", Hash: HashOpaqueToken(opaque), ClientID: "app", UserID: "u1", Scope: ScopeReadResources,
-		CreatedAt: f.now.Add(-time.Hour), ExpiresAt: f.now.Add(time.Hour)})
+	opaque := f.withOpaqueToken(v, OpaqueTokenPrefix+"0123456789012345678901234567890123456789012")
 	h := httpx.WithRequestID(slog.New(slog.DiscardHandler), v.Require(okHandler, ScopeReadResources))
 	for name, tok := range map[string]string{"jwt": f.genuine(), "opaque": opaque} {
 		b.Run(name, func(b *testing.B) {
