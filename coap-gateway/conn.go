@@ -40,8 +40,9 @@ type deviceConn struct {
 	// the listener's sweep closes connections silent beyond the
 	// inactivity limit.
 	lastRead atomic.Int64
-	// signedIn is the session's state for the reader, which must not take
-	// the session's lock: it picks the message size limit.
+	// signedIn says whether the connection's session is signed in. The
+	// session changes it under its lock; it is atomic so that the reader,
+	// which must not take that lock, can pick the message size limit.
 	signedIn atomic.Bool
 
 	wmu sync.Mutex // one writer at a time
@@ -53,7 +54,6 @@ type deviceConn struct {
 	// observers are the device's resources under observation: few per
 	// device, so a slice.
 	observers []observer
-	closed    bool
 }
 
 // observer routes the notifications that carry token to fn.
@@ -308,12 +308,11 @@ func (c *deviceConn) newRequest(ctx context.Context, code codes.Code, href strin
 // or the connection closes. The caller releases req and the answer.
 func (c *deviceConn) do(ctx context.Context, req *pool.Message) (*pool.Message, error) {
 	key := req.Token().Hash()
-	ch := make(chan *pool.Message, 1)
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
+	if c.ctx.Err() != nil {
 		return nil, errConnClosed
 	}
+	ch := make(chan *pool.Message, 1)
+	c.mu.Lock()
 	if c.waiters == nil {
 		c.waiters = map[uint64]chan *pool.Message{}
 	}
@@ -360,7 +359,8 @@ func (c *deviceConn) observe(ctx context.Context, href string, notify func(*pool
 	c.mu.Lock()
 	// One observation per href, checked and registered at once: two
 	// publishes of a link in quick succession would otherwise observe it
-	// twice and every notification would become two events.
+	// twice and every notification would become two events. An href
+	// already observed is not asked for again.
 	if slices.ContainsFunc(c.observers, func(o observer) bool { return o.href == href }) {
 		c.mu.Unlock()
 		return true, nil
@@ -392,13 +392,6 @@ func (c *deviceConn) dropObserver(token message.Token) {
 	}
 }
 
-// observing reports whether href is under observation.
-func (c *deviceConn) observing(href string) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return slices.ContainsFunc(c.observers, func(o observer) bool { return o.href == href })
-}
-
 // stopObserving ends the observations of hrefs (all when hrefs is nil): no
 // further notification is delivered, and the device is told to deregister
 // (a GET with Observe 1 and the observation's token) in the background.
@@ -415,9 +408,8 @@ func (c *deviceConn) stopObserving(hrefs []string) {
 	if len(c.observers) == 0 {
 		c.observers = nil
 	}
-	closed := c.closed
 	c.mu.Unlock()
-	if closed || len(stopped) == 0 {
+	if c.ctx.Err() != nil || len(stopped) == 0 {
 		return
 	}
 	go func() {
@@ -444,9 +436,6 @@ func (c *deviceConn) deregister(o observer) {
 
 // Close closes the connection; the reader then ends and the session closes.
 func (c *deviceConn) Close() error {
-	c.mu.Lock()
-	c.closed = true
-	c.mu.Unlock()
 	c.cancel()
 	return c.nc.Close()
 }

@@ -192,11 +192,11 @@ func TestObservingAnHrefTwiceSendsOneRequest(t *testing.T) {
 	go srv.serveConn(gw)
 	var c *deviceConn
 	for c == nil {
-		srv.mu.Lock()
-		for k := range srv.conns {
+		srv.g.mu.Lock()
+		for k := range srv.g.sessions {
 			c = k
 		}
-		srv.mu.Unlock()
+		srv.g.mu.Unlock()
 	}
 	frames := make(chan message.Message, 8)
 	go func() {

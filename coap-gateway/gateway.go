@@ -93,7 +93,7 @@ type Gateway struct {
 	stopLease context.CancelFunc
 	leaseDone <-chan struct{}
 
-	stopExpiry context.CancelFunc
+	stopSweep context.CancelFunc
 }
 
 // New starts listening on the configured addresses.
@@ -162,7 +162,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		g.Close()
 		return nil, err
 	}
-	g.startExpiry()
+	g.startSweep()
 	if cfg.Addr != "" {
 		if err := g.listen(cfg.Addr, nil); err != nil {
 			g.Close()
@@ -230,12 +230,12 @@ func (g *Gateway) serve(l *limitListener, addr net.Addr) {
 	g.log.Info("coap listener ready", "addr", addr.String())
 }
 
-// startExpiry ends sessions whose access token expired, checked once a
-// second for all of them: one goroutine per gateway instead of a timer per
-// session (~190 bytes per idle device).
-func (g *Gateway) startExpiry() {
+// startSweep checks every connection once a second, all of them on one
+// goroutine per gateway instead of a timer per connection (~190 bytes per
+// idle device): see sweep.
+func (g *Gateway) startSweep() {
 	ctx, cancel := context.WithCancel(context.Background())
-	g.stopExpiry = cancel
+	g.stopSweep = cancel
 	g.wg.Add(1)
 	go func() {
 		defer g.wg.Done()
@@ -245,17 +245,27 @@ func (g *Gateway) startExpiry() {
 			select {
 			case <-ctx.Done():
 				return
-			case <-t.C:
-				g.expireSessions(g.cfg.Now())
+			case wall := <-t.C:
+				g.sweep(g.cfg.Now(), wall)
 			}
 		}
 	}()
 }
 
-func (g *Gateway) expireSessions(now time.Time) {
-	g.mu.Lock()
+// sweep closes the connections that sent nothing, not even a ping, since
+// InactivityTimeout before wall (the clock lastRead uses), and signs out the
+// sessions whose access token has expired at now (the configured clock).
+func (g *Gateway) sweep(now, wall time.Time) {
+	limit := g.cfg.InactivityTimeout
+	before := wall.Add(-limit).UnixNano()
+	var idle []*deviceConn
 	var due []*session
-	for _, s := range g.sessions {
+	g.mu.Lock()
+	for c, s := range g.sessions {
+		if limit > 0 && c.lastRead.Load() < before {
+			idle = append(idle, c)
+			continue
+		}
 		s.mu.Lock()
 		if s.expiredLocked(now) {
 			due = append(due, s)
@@ -263,6 +273,10 @@ func (g *Gateway) expireSessions(now time.Time) {
 		s.mu.Unlock()
 	}
 	g.mu.Unlock()
+	for _, c := range idle {
+		g.log.Info("closing inactive device connection", "remote", c.RemoteAddr().String())
+		_ = c.Close()
+	}
 	for _, s := range due {
 		s.expireIfDue(now)
 	}
@@ -280,8 +294,8 @@ func (g *Gateway) Close() {
 	for _, s := range g.servers {
 		s.stop()
 	}
-	if g.stopExpiry != nil {
-		g.stopExpiry()
+	if g.stopSweep != nil {
+		g.stopSweep()
 	}
 	g.wg.Wait()
 	g.stopCommands()
@@ -324,7 +338,8 @@ func (g *Gateway) onConnClosed(c *deviceConn) {
 // maxQueryOption is the longest Uri-Query option the gateway accepts. RFC
 // 7252 caps it at 255 bytes, but OCF sign-off carries the access token in
 // the query (?di&uid&accesstoken) and our access tokens are JWTs of about
-// 600 bytes; go-coap would answer 4.02 Bad Option before the handler runs.
+// 600 bytes; with go-coap's option table as it is, the reader would answer
+// 4.02 Bad Option (value length out of range) before the handler runs.
 const maxQueryOption = 4096
 
 func init() {

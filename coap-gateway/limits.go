@@ -156,8 +156,7 @@ func (a *admission) allowIP(remote net.Addr) bool {
 }
 
 // limitListener accepts TCP connections, applies admission and wraps
-// admitted ones in TLS when configured. It implements go-coap's
-// tcpserver.Listener.
+// admitted ones in TLS when configured; connServer accepts through it.
 type limitListener struct {
 	ln     net.Listener
 	tls    *tls.Config
@@ -178,8 +177,8 @@ func (l *limitListener) AcceptWithContext(ctx context.Context) (net.Conn, error)
 			if l.closed.Load() || errors.Is(err, net.ErrClosed) {
 				return nil, coapnet.ErrListenerIsClosed
 			}
-			// EMFILE and friends: go-coap retries at once, so pause here
-			// rather than spin.
+			// EMFILE and friends: the accept loop retries at once, so
+			// pause here rather than spin.
 			time.Sleep(10 * time.Millisecond)
 			return nil, err
 		}
@@ -229,10 +228,10 @@ func (c *countedConn) Close() error {
 }
 
 // Write gives up when the peer accepts nothing for WriteTimeout and closes
-// the connection: go-coap writes without a deadline, holding the
-// connection's write lock, so one peer that does not read would otherwise
-// hold every writer of its connection (answers, pongs, commands) until the
-// inactivity timeout. A slow peer that still accepts bytes is not dropped.
+// the connection: a write holds the connection's write lock, so one peer
+// that does not read would otherwise hold every writer of its connection
+// (answers, pongs, commands) until the inactivity timeout. A slow peer that
+// still accepts bytes is not dropped.
 func (c *countedConn) Write(b []byte) (int, error) {
 	timeout := c.adm.limits.WriteTimeout
 	if timeout <= 0 {

@@ -26,9 +26,6 @@ type connServer struct {
 	ctx             context.Context
 	cancel          context.CancelFunc
 	wg              sync.WaitGroup
-
-	mu    sync.Mutex
-	conns map[*deviceConn]struct{}
 }
 
 func (g *Gateway) newConnServer(ln *limitListener, routes map[string]handlerFunc, notFound handlerFunc) *connServer {
@@ -41,7 +38,6 @@ func (g *Gateway) newConnServer(ln *limitListener, routes map[string]handlerFunc
 		maxMessageSize:  g.cfg.MaxMessageSize,
 		maxBeforeSignIn: g.cfg.MaxMessageSizeBeforeSignIn,
 		ctx:             ctx, cancel: cancel,
-		conns: map[*deviceConn]struct{}{},
 	}
 }
 
@@ -57,28 +53,18 @@ func (s *connServer) route(m *pool.Message) handlerFunc {
 	return s.notFound
 }
 
-// serve accepts until stop; it closes every connection before returning.
+// serve accepts until stop; it closes every connection of its listener
+// before returning (a connection registered after this sweep closes itself:
+// see serveConn).
 func (s *connServer) serve() {
-	// One ticker per listener checks the inactivity of all its
-	// connections, instead of a timer per connection.
-	go func() {
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-s.ctx.Done():
-				return
-			case now := <-t.C:
-				s.closeInactive(now)
+	defer func() {
+		s.g.mu.Lock()
+		for c := range s.g.sessions {
+			if c.srv == s {
+				_ = c.Close()
 			}
 		}
-	}()
-	defer func() {
-		s.mu.Lock()
-		for c := range s.conns {
-			_ = c.Close()
-		}
-		s.mu.Unlock()
+		s.g.mu.Unlock()
 		s.wg.Wait()
 	}()
 	for {
@@ -95,32 +81,13 @@ func (s *connServer) serve() {
 	}
 }
 
-// closeInactive closes the connections that sent nothing, not even a ping,
-// for the inactivity limit.
-func (s *connServer) closeInactive(now time.Time) {
-	limit := s.g.cfg.InactivityTimeout
-	if limit <= 0 {
-		return
-	}
-	before := now.Add(-limit).UnixNano()
-	var idle []*deviceConn
-	s.mu.Lock()
-	for c := range s.conns {
-		if c.lastRead.Load() < before {
-			idle = append(idle, c)
-		}
-	}
-	s.mu.Unlock()
-	for _, c := range idle {
-		s.g.log.Info("closing inactive device connection", "remote", c.RemoteAddr().String())
-		_ = c.Close()
-	}
-}
-
 func (s *connServer) serveConn(rw net.Conn) {
 	defer s.wg.Done()
 	c := s.newConn(rw)
-	err := c.handshake()
+	err := s.ctx.Err() // the listener stopped while this connection was set up
+	if err == nil {
+		err = c.handshake()
+	}
 	if err == nil {
 		err = c.sendCSM()
 	}
@@ -131,9 +98,6 @@ func (s *connServer) serveConn(rw net.Conn) {
 		s.g.log.Debug("device connection ended", "remote", rw.RemoteAddr().String(), "err", err)
 	}
 	_ = c.Close()
-	s.mu.Lock()
-	delete(s.conns, c)
-	s.mu.Unlock()
 	s.g.onConnClosed(c)
 }
 
@@ -149,9 +113,6 @@ func (s *connServer) newConn(rw net.Conn) *deviceConn {
 	// deadline.
 	s.g.adm.awaitSignIn(rw)
 	s.g.onNewConn(c)
-	s.mu.Lock()
-	s.conns[c] = struct{}{}
-	s.mu.Unlock()
 	return c
 }
 

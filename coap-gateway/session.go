@@ -56,7 +56,7 @@ type session struct {
 	pubMu sync.Mutex
 	gone  map[string]bool
 
-	// jobs are the device's requests waiting to be handled (see serial).
+	// jobs are the device's requests waiting to be handled (see handle).
 	jmu        sync.Mutex
 	jobs       []func()
 	jobRunning bool
@@ -64,11 +64,12 @@ type session struct {
 	// pending counts commands in flight to the device.
 	pending atomic.Int32
 
+	// mu guards what follows, and changes to cc.signedIn, the session's
+	// signed-in state.
 	mu           sync.Mutex
-	signedIn     bool
 	deviceID     string
 	userID       string
-	expires      time.Time  // the access token's expiry; zero: none (see expireSessions)
+	expires      time.Time  // the access token's expiry; zero: none (see sweep)
 	links        []ocf.Link // few per device: a slice is smaller than a map
 	linksGen     uint64     // counts publishes and unpublishes
 	authFailures int
@@ -200,9 +201,7 @@ func (s *session) publishQueued(e *events.Envelope) {
 // close runs when the connection is gone: the device goes offline.
 func (s *session) close() {
 	s.mu.Lock()
-	wasSignedIn := s.signedIn
-	s.signedIn = false
-	s.cc.signedIn.Store(false)
+	wasSignedIn := s.cc.signedIn.Swap(false)
 	s.expires = time.Time{}
 	di, uid := s.deviceID, s.userID
 	s.unsubscribeLocked()
@@ -253,7 +252,7 @@ func (s *session) publishNow(ctx context.Context, owner, deviceID string, t even
 func (s *session) identity() (signedIn bool, deviceID, userID string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.signedIn, s.deviceID, s.userID
+	return s.cc.signedIn.Load(), s.deviceID, s.userID
 }
 
 // authFailed counts a rejected credential and closes the connection after
@@ -277,7 +276,7 @@ func (s *session) authFailed() {
 func (s *session) signIn(deviceID, userID string, expires time.Time) uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.signedIn, s.deviceID, s.userID, s.authFailures = true, deviceID, userID, 0
+	s.deviceID, s.userID, s.authFailures = deviceID, userID, 0
 	s.cc.signedIn.Store(true)
 	s.expires = expires
 	s.g.adm.signedIn(s.cc.NetConn())
@@ -287,7 +286,7 @@ func (s *session) signIn(deviceID, userID string, expires time.Time) uint64 {
 // expiredLocked reports whether the session is signed in with an access
 // token that has expired at now; s.mu is held.
 func (s *session) expiredLocked(now time.Time) bool {
-	return s.signedIn && !s.expires.IsZero() && !now.Before(s.expires)
+	return s.cc.signedIn.Load() && !s.expires.IsZero() && !now.Before(s.expires)
 }
 
 // expireIfDue signs the session out when its access token has expired.
@@ -304,12 +303,10 @@ func (s *session) expireIfDue(now time.Time) {
 // signOut ends the session but keeps the connection.
 func (s *session) signOut() {
 	s.mu.Lock()
-	if !s.signedIn {
+	if !s.cc.signedIn.Swap(false) {
 		s.mu.Unlock()
 		return
 	}
-	s.signedIn = false
-	s.cc.signedIn.Store(false)
 	s.expires = time.Time{}
 	di, uid := s.deviceID, s.userID
 	s.unsubscribeLocked()
@@ -328,7 +325,6 @@ func (s *session) signedOff(deviceID string) {
 		s.mu.Unlock()
 		return
 	}
-	s.signedIn = false
 	s.cc.signedIn.Store(false)
 	s.expires = time.Time{}
 	s.links = nil
@@ -359,7 +355,7 @@ func (s *session) setGone(deviceID string, gone bool) {
 func (s *session) observe(links []ocf.Link) {
 	for _, l := range links {
 		href := l.Href
-		if signedIn, _, _ := s.identity(); !signedIn || s.ctx.Err() != nil || s.cc.observing(href) {
+		if signedIn, _, _ := s.identity(); !signedIn || s.ctx.Err() != nil {
 			continue
 		}
 		ctx, cancel := s.callContext(s.g.cfg.DeviceTimeout)
