@@ -142,14 +142,12 @@ func Run(ctx context.Context, o Options, out io.Writer) error {
 	// in a process of its own like the cloud.
 	var bareURL string
 	if o.InProcess {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		addr, stop, err := serveBare(twin)
 		if err != nil {
 			return err
 		}
-		bare := &http.Server{Handler: bareHandler(twin)}
-		go func() { _ = bare.Serve(ln) }()
-		defer bare.Close()
-		bareURL = "http://" + ln.Addr().String() + "/"
+		defer stop()
+		bareURL = "http://" + addr + "/"
 	} else {
 		p, err := o.Spawn("bare", "--body", base64.StdEncoding.EncodeToString(twin))
 		if err != nil {
@@ -283,6 +281,17 @@ func forge(token string, n int64) string {
 	return token[:i+1] + base64.RawURLEncoding.EncodeToString(sig)
 }
 
+// serveBare serves the ceiling, bareHandler(body), on a loopback port.
+func serveBare(body []byte) (addr string, stop func(), err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &http.Server{Handler: bareHandler(body)}
+	go func() { _ = srv.Serve(ln) }()
+	return ln.Addr().String(), func() { _ = srv.Close() }, nil
+}
+
 func bareHandler(body []byte) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -319,14 +328,12 @@ func ServeRole(ctx context.Context, role string, args []string, stdin io.Reader,
 		if err != nil {
 			return err
 		}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		addr, stop, err := serveBare(b)
 		if err != nil {
 			return err
 		}
-		srv := &http.Server{Handler: bareHandler(b)}
-		go func() { _ = srv.Serve(ln) }()
-		defer srv.Close()
-		fmt.Fprintf(stdout, "ready %s\n", ln.Addr())
+		defer stop()
+		fmt.Fprintf(stdout, "ready %s\n", addr)
 	default:
 		return fmt.Errorf("unknown role %q", role)
 	}
