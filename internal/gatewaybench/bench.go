@@ -317,9 +317,9 @@ func benchMemory(ctx context.Context, o Options, be *backend, ips []netip.Addr, 
 			path string
 			body any
 		}{
-			{ocf.PathAccount, ocf.SignUpRequest{DeviceID: di, AuthProvider: "ocfcloud", AccessToken: "code-" + di, DeviceType: "device"}},
+			{ocf.PathAccount, signUpRequest(di)},
 			{ocf.PathSession, ocf.SessionRequest{DeviceID: di, UserID: benchUser, AccessToken: fakeToken, Login: true}},
-			{ocf.PathRD, ocf.PublishRequest{DeviceID: di, Links: []ocf.Link{{Href: "/light/1", RT: []string{"core.light"}, IF: []string{"oic.if.rw", "oic.if.baseline"}, Policy: &ocf.Policy{BitMask: 1}}}}},
+			{ocf.PathRD, publishRequest(di)},
 		} {
 			if err := post(ctx, cc, r.path, r.body, nil); err != nil {
 				return err

@@ -88,15 +88,26 @@ func post(ctx context.Context, cc *client.Conn, path string, body, out any) erro
 // publish its light.
 func onboard(ctx context.Context, cc *client.Conn, di string) error {
 	var up ocf.SignUpResponse
-	if err := post(ctx, cc, ocf.PathAccount, ocf.SignUpRequest{DeviceID: di, AuthProvider: "ocfcloud", AccessToken: "code-" + di, DeviceType: "device"}, &up); err != nil {
+	if err := post(ctx, cc, ocf.PathAccount, signUpRequest(di), &up); err != nil {
 		return err
 	}
 	if err := signIn(ctx, cc, di, up.UserID, up.AccessToken); err != nil {
 		return err
 	}
-	return post(ctx, cc, ocf.PathRD, ocf.PublishRequest{DeviceID: di, Links: []ocf.Link{
+	return post(ctx, cc, ocf.PathRD, publishRequest(di), nil)
+}
+
+// signUpRequest is a bench device's sign-up, with a code the stand-in
+// token endpoint accepts.
+func signUpRequest(di string) ocf.SignUpRequest {
+	return ocf.SignUpRequest{DeviceID: di, AuthProvider: "ocfcloud", AccessToken: "code-" + di, DeviceType: "device"}
+}
+
+// publishRequest publishes a bench device's observable light.
+func publishRequest(di string) ocf.PublishRequest {
+	return ocf.PublishRequest{DeviceID: di, Links: []ocf.Link{
 		{Href: "/light/1", RT: []string{"core.light"}, IF: []string{"oic.if.rw", "oic.if.baseline"}, Policy: &ocf.Policy{BitMask: 1}},
-	}}, nil)
+	}}
 }
 
 // stepTimes sums the latency of each onboarding step (nanoseconds).

@@ -123,7 +123,7 @@ func (d *rawDevice) signIn(di, uid, token string) error {
 func (d *rawDevice) onboard(di string, st *stepTimes) error {
 	t0 := time.Now()
 	var up ocf.SignUpResponse
-	if err := d.request(codes.POST, ocf.PathAccount, ocf.SignUpRequest{DeviceID: di, AuthProvider: "ocfcloud", AccessToken: "code-" + di, DeviceType: "device"}, &up, codes.Changed); err != nil {
+	if err := d.request(codes.POST, ocf.PathAccount, signUpRequest(di), &up, codes.Changed); err != nil {
 		return err
 	}
 	t1 := time.Now()
@@ -131,9 +131,7 @@ func (d *rawDevice) onboard(di string, st *stepTimes) error {
 		return err
 	}
 	t2 := time.Now()
-	err := d.request(codes.POST, ocf.PathRD, ocf.PublishRequest{DeviceID: di, Links: []ocf.Link{
-		{Href: "/light/1", RT: []string{"core.light"}, IF: []string{"oic.if.rw", "oic.if.baseline"}, Policy: &ocf.Policy{BitMask: 1}},
-	}}, nil, codes.Changed)
+	err := d.request(codes.POST, ocf.PathRD, publishRequest(di), nil, codes.Changed)
 	st.add(t0, t1, t2)
 	return err
 }
