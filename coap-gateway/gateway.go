@@ -130,7 +130,6 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	if err != nil {
 		return nil, fmt.Errorf("coap-gateway: %w", err)
 	}
-	ocf.RegisterOptions()
 	g := &Gateway{
 		cfg:      cfg,
 		log:      cfg.Logger.With("service", "coap-gateway"),

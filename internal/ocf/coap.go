@@ -15,11 +15,10 @@ const (
 	Version1 uint32 = 0x0800
 )
 
-func init() { RegisterOptions() }
-
-// RegisterOptions makes go-coap accept the OCF version options. It runs at
-// package init; calling it again is harmless.
-func RegisterOptions() {
+// init makes go-coap accept the OCF version options. go-coap's option table
+// is a package map read by every codec: it may only be written here, before
+// any connection exists (a write while gateways decode is a data race).
+func init() {
 	def := message.OptionDef{ValueFormat: message.ValueUint, MinLen: 0, MaxLen: 2}
 	message.CoapOptionDefs[OptionAcceptVersion] = def
 	message.CoapOptionDefs[OptionContentVersion] = def
