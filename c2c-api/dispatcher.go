@@ -348,9 +348,20 @@ func (d *Dispatcher) loadPosition(ctx context.Context, evStream jetstream.Stream
 	return info.State.LastSeq, nil
 }
 
-func (d *Dispatcher) fanoutLoop(inbox <-chan jetstream.Msg, done chan<- struct{}) {
+// fanoutLoop hands the fan-out's events to handle in batches of up to
+// fanoutBatch. Once handle gives a batch up (the process is closing or has
+// lost the lease), the rest of the inbox is only drained: handling a later
+// event would skip the given-up ones for good, and could number it after
+// counters recovered while the given-up appends were still on their way,
+// reusing their numbers. The next fan-out, here or in another process,
+// replays from the saved position.
+func fanoutLoop(inbox <-chan jetstream.Msg, done chan<- struct{}, handle func([]jetstream.Msg) bool) {
 	defer close(done)
+	givenUp := false
 	for m := range inbox {
+		if givenUp {
+			continue
+		}
 		batch := []jetstream.Msg{m}
 	more:
 		for len(batch) < fanoutBatch {
@@ -364,14 +375,16 @@ func (d *Dispatcher) fanoutLoop(inbox <-chan jetstream.Msg, done chan<- struct{}
 				break more
 			}
 		}
-		d.fanoutBatch(batch)
+		givenUp = !handle(batch)
 	}
 }
 
 // fanoutBatch appends the deliveries of a batch of events in order, then
 // saves the counters and the position. A failed append (JetStream down) is
-// retried until it succeeds: skipping it would lose or reorder events.
-func (d *Dispatcher) fanoutBatch(batch []jetstream.Msg) {
+// retried until it succeeds: skipping it would lose or reorder events. It
+// reports false when it gave the batch up because the process is closing
+// or lost the lease.
+func (d *Dispatcher) fanoutBatch(batch []jetstream.Msg) bool {
 	for len(batch) > 0 {
 		// Never number deliveries on a lease that may have passed to
 		// another process (this one was paused, or its renewals are late):
@@ -380,11 +393,11 @@ func (d *Dispatcher) fanoutBatch(batch []jetstream.Msg) {
 		// the batch to the successor, which replays from the saved position.
 		for !d.leaseFresh() {
 			if d.leaseAt.Load() == 0 {
-				return
+				return false
 			}
 			select {
 			case <-d.closing:
-				return
+				return false
 			case <-time.After(20 * time.Millisecond):
 			}
 		}
@@ -393,13 +406,17 @@ func (d *Dispatcher) fanoutBatch(batch []jetstream.Msg) {
 		if err == nil {
 			continue
 		}
+		if errors.Is(err, errClosing) {
+			return false
+		}
 		d.log.Warn("webhook fan-out: append failed; retrying", "err", err)
 		select {
 		case <-d.closing:
-			return
+			return false
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+	return true
 }
 
 // fanoutSome handles events until one fails and reports how many it

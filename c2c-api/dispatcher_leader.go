@@ -71,13 +71,17 @@ func (d *Dispatcher) leadLoop(l *lease) {
 	}
 }
 
-// tryLead renews a held lease or tries to take a free one.
+// tryLead renews a held lease or tries to take a free one. A lease counts
+// from the moment its request was sent, not from the answer: the entry's
+// lifetime starts when the server stores it, which is after the request left
+// and may be well before a slow answer arrives.
 func (d *Dispatcher) tryLead(ctx context.Context, l *lease) {
 	if l.held {
+		sent := time.Now()
 		rev, err := d.leaderKV.Update(ctx, leaderKey, []byte(d.instance), l.rev)
 		if err == nil {
-			l.rev, l.renewed = rev, time.Now()
-			d.leaseAt.Store(l.renewed.UnixNano())
+			l.rev, l.renewed = rev, sent
+			d.leaseAt.Store(sent.UnixNano())
 			return
 		}
 		// Keep fanning out through a short outage, but never past the
@@ -92,17 +96,23 @@ func (d *Dispatcher) tryLead(ctx context.Context, l *lease) {
 		d.stopFanout()
 		l.held = false
 	}
+	sent := time.Now()
 	rev, err := d.leaderKV.Create(ctx, leaderKey, []byte(d.instance))
 	if err != nil {
-		// Our own lease from before a reconnect is still ours.
+		// Our own lease from before a reconnect (or a renewal whose answer
+		// was lost) is still ours; renew it, since how long it has left is
+		// unknown.
 		e, gerr := d.leaderKV.Get(ctx, leaderKey)
 		if gerr != nil || string(e.Value()) != d.instance {
 			return
 		}
-		rev = e.Revision()
+		sent = time.Now()
+		if rev, err = d.leaderKV.Update(ctx, leaderKey, []byte(d.instance), e.Revision()); err != nil {
+			return
+		}
 	}
-	l.held, l.rev, l.renewed = true, rev, time.Now()
-	d.leaseAt.Store(l.renewed.UnixNano())
+	l.held, l.rev, l.renewed = true, rev, sent
+	d.leaseAt.Store(sent.UnixNano())
 	if err := d.startFanout(ctx); err != nil {
 		d.log.Warn("webhook fan-out start", "err", err)
 		d.leaseAt.Store(0)
@@ -147,7 +157,7 @@ func (d *Dispatcher) startFanout(ctx context.Context) error {
 		return fmt.Errorf("webhook fan-out consumer: %w", err)
 	}
 	d.inbox, d.fanDone = make(chan jetstream.Msg, 1024), make(chan struct{})
-	go d.fanoutLoop(d.inbox, d.fanDone)
+	go fanoutLoop(d.inbox, d.fanDone, d.fanoutBatch)
 	inbox := d.inbox
 	if d.fanout, err = cons.Consume(func(m jetstream.Msg) { inbox <- m }, jetstream.ConsumeErrHandler(d.consumeError)); err != nil {
 		return fmt.Errorf("webhook fan-out: %w", err)
