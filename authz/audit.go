@@ -245,9 +245,15 @@ func (s *Server) problemInternal(w http.ResponseWriter, r *http.Request, what st
 	}
 	s.log.ErrorContext(r.Context(), what+" failed", attrs...)
 	if storageUnavailable(err) {
-		w.Header().Set("Retry-After", "5")
-		httpx.WriteProblem(w, http.StatusServiceUnavailable, "the authorization server cannot reach its storage; retry shortly")
+		writeStorageOutage(w)
 		return
 	}
 	httpx.WriteProblem(w, http.StatusInternalServerError, "internal error, try again later")
+}
+
+// writeStorageOutage is the REST form of storageOutage: problem JSON, 503,
+// Retry-After.
+func writeStorageOutage(w http.ResponseWriter) {
+	w.Header().Set("Retry-After", "5")
+	httpx.WriteProblem(w, http.StatusServiceUnavailable, "the authorization server cannot reach its storage; retry shortly")
 }

@@ -65,8 +65,9 @@ type Config struct {
 	// Now is used for every expiry decision; default time.Now.
 	Now func() time.Time
 	// DatabaseUp, when set, reports whether the database answered its last
-	// health check; while it is false the token endpoint answers 503
-	// temporarily_unavailable at once for the grants that need the database.
+	// health check; while it is false the token endpoint (for the grants
+	// that need the database), revocation and the Bearer REST routes answer
+	// 503 with Retry-After at once.
 	DatabaseUp func() bool
 	// Logger receives operational logs, never secrets; default discards.
 	Logger *slog.Logger

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -246,5 +247,48 @@ func TestTokenEndpointAnswersAtOnceWhileTheDatabaseIsDown(t *testing.T) {
 	up.Store(true)
 	if r := c.exchangeCode(code, deviceA); r.Status != http.StatusOK {
 		t.Fatalf("device code after the outage: %d %s (the code must not be spent by the refused exchange)", r.Status, r.Body)
+	}
+}
+
+// TestManagementAPIAnswersAtOnceWhileTheDatabaseIsDown: the Bearer routes
+// and revocation need the database too, and answer like the token endpoint
+// while the watcher reports it down: 503 with Retry-After, in the
+// protocol's own form, without touching the (reachable) database. The token
+// is still checked first.
+func TestManagementAPIAnswersAtOnceWhileTheDatabaseIsDown(t *testing.T) {
+	var up atomic.Bool
+	up.Store(true)
+	c := startCloud(t, nil, nil, func(cfg *authz.Config) { cfg.DatabaseUp = up.Load })
+	admin := c.adminToken()
+	cli := c.mustLogin("admin", adminPassword, "")
+	appsBefore := c.mustAPI(http.StatusOK, http.MethodGet, "/api/v1/apps", admin, nil)
+	up.Store(false)
+	for _, call := range []struct{ method, path string }{
+		{http.MethodGet, "/api/v1/apps"},
+		{http.MethodPost, "/api/v1/apps"},
+		{http.MethodGet, "/api/v1/users"},
+		{http.MethodGet, "/api/v1/audit"},
+		{http.MethodPost, "/api/v1/onboarding-codes"},
+		{http.MethodGet, "/userinfo"},
+	} {
+		r := c.api(call.method, call.path, admin, map[string]any{"name": "outage app", "type": "confidential"})
+		if r.Status != http.StatusServiceUnavailable || r.Header.Get("Retry-After") == "" || !strings.Contains(r.Header.Get("Content-Type"), "problem+json") {
+			t.Errorf("%s %s while the database is down: %d %s (Retry-After %q)", call.method, call.path, r.Status, r.Body, r.Header.Get("Retry-After"))
+		}
+		if r := c.api(call.method, call.path, "", nil); r.Status != http.StatusUnauthorized {
+			t.Errorf("%s %s without a token while the database is down: %d, want 401", call.method, call.path, r.Status)
+		}
+	}
+	r := c.postForm("/oauth/revoke", url.Values{"token": {cli.AccessToken}}, cliClient, "")
+	if r.Status != http.StatusServiceUnavailable || r.Error != "temporarily_unavailable" || r.Header.Get("Retry-After") == "" {
+		t.Errorf("revocation while the database is down: %d %s", r.Status, r.Body)
+	}
+	c.verify(cli.AccessToken) // fails the test if the refused revocation revoked it
+	up.Store(true)
+	if r := c.mustAPI(http.StatusOK, http.MethodGet, "/api/v1/apps", admin, nil); string(r.Body) != string(appsBefore.Body) {
+		t.Fatalf("apps changed during the outage: %s -> %s", appsBefore.Body, r.Body)
+	}
+	if r := c.postForm("/oauth/revoke", url.Values{"token": {cli.AccessToken}}, cliClient, ""); r.Status != http.StatusOK {
+		t.Fatalf("revocation after the outage: %d %s", r.Status, r.Body)
 	}
 }

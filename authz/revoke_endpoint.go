@@ -44,7 +44,11 @@ func isAccessToken(tok string) bool {
 // the revocation broadcast.
 func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 	req, e := s.parseClientRequest(w, r)
-	if e == nil {
+	switch {
+	case e != nil:
+	case s.storageDown():
+		e = storageOutage() // a revocation is stored before it is answered
+	default:
 		e = s.revoke(r.Context(), req)
 	}
 	if e != nil {

@@ -241,10 +241,13 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+loginPath, s.handleLogin)
 	mux.HandleFunc("POST "+consentPath, s.handleConsent)
 	mux.HandleFunc("POST "+introspectPath, s.handleIntrospect)
-	mux.Handle("POST "+onboardPath, s.verifier.Require(http.HandlerFunc(s.handleCreateOnboardingCode)))
-	mux.Handle("GET "+userinfoPath, s.verifier.Require(http.HandlerFunc(s.handleUserinfo)))
-
-	bearer := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, s.verifier.Require(h)) }
+	// The Bearer routes all read or write the database. The token is
+	// checked first, so an anonymous caller learns nothing of an outage.
+	bearer := func(pattern string, h http.HandlerFunc) {
+		mux.Handle(pattern, s.verifier.Require(s.needsStorage(h)))
+	}
+	bearer("POST "+onboardPath, s.handleCreateOnboardingCode)
+	bearer("GET "+userinfoPath, s.handleUserinfo)
 	bearer("POST "+appsPath, s.handleCreateApp)
 	bearer("GET "+appsPath, s.handleListApps)
 	bearer("GET "+appsPath+"/{id}", s.handleGetApp)
@@ -263,6 +266,27 @@ func (s *Server) Register(mux *http.ServeMux) {
 	bearer("GET "+auditPath, s.handleAudit)
 	bearer("POST "+signingKeysPath+"/rotate", s.handleRotateSigningKey)
 }
+
+// needsStorage answers with outage (503 and Retry-After) at once while the
+// database watcher (Config.DatabaseUp) reports the database down, instead of
+// letting the request wait out the driver's server selection (5 s) first, as
+// the token endpoint does.
+func (s *Server) needsStorage(h http.Handler) http.Handler {
+	if s.cfg.DatabaseUp == nil {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.storageDown() {
+			writeStorageOutage(w)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// storageDown reports whether the database watcher last saw the database
+// down.
+func (s *Server) storageDown() bool { return s.cfg.DatabaseUp != nil && !s.cfg.DatabaseUp() }
 
 // GeneratedAdminPassword returns the password of the user "admin" if this
 // start created it with a random password, else "". Show it to the operator

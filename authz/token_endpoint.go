@@ -76,7 +76,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		e = unsupportedGrantType("grant_type must be one of " + strings.Join(supportedGrants, ", "))
 	case !slices.Contains(req.client.grants, gt):
 		e = unauthorizedClient(fmt.Sprintf("client %s may not use grant_type %s", req.clientID, gt))
-	case gt != grantClientCredentials && s.cfg.DatabaseUp != nil && !s.cfg.DatabaseUp():
+	case gt != grantClientCredentials && s.storageDown():
 		// Every grant but client_credentials reads or writes the database:
 		// while it is known to be down, say so at once instead of after the
 		// driver's server-selection timeout (5 s, longer than a device waits
