@@ -54,6 +54,9 @@ func serveCmd() *cobra.Command {
 				fmt.Fprintln(os.Stderr, "ocfcloud:", err)
 				os.Exit(exitDataDirUnusable)
 			}
+			// The embedded JetStream restarts after a write error once this
+			// much is free again (at least 1 MiB, also when the check is off).
+			cfg.MinFreeDisk = max(uint64(minFreeDisk), 1<<20)
 			platform.TuneGC(log)
 			if pprofAddr != "" {
 				if err := servePprof(pprofAddr, log); err != nil {
@@ -117,7 +120,7 @@ func serveCmd() *cobra.Command {
 	f.StringSliceVar(&cfg.Webhooks.AllowCIDRs, "webhook-allow-cidrs", nil, "address ranges webhooks may reach even when denied (e.g. 10.1.0.0/16)")
 	f.StringSliceVar(&cfg.Webhooks.DenyCIDRs, "webhook-deny-cidrs", nil, "address ranges webhooks may not reach, besides link-local and cloud metadata addresses (always denied unless allowed)")
 	f.BoolVar(&cfg.Webhooks.DenyPrivate, "webhook-deny-private", false, "also deny loopback and private ranges (recommended when the cloud runs next to internal services)")
-	f.Var(&minFreeDisk, "min-free-disk", "free space the data dir needs at start when NATS or the database is embedded (e.g. 64MiB, 1GiB; 0 disables); less exits with code 3")
+	f.Var(&minFreeDisk, "min-free-disk", "free space the data dir needs at start when NATS or the database is embedded (e.g. 64MiB, 1GiB; 0 disables); less exits with code 3; the embedded JetStream restarts after a full disk once this much is free again")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&pprofAddr, "pprof-addr", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060; off by default, never expose it")
 	return cmd

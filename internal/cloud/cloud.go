@@ -50,6 +50,10 @@ type Config struct {
 	HTTPAddr  string // default 127.0.0.1:8080
 	CoAPAddr  string // default :5683; "-" disables
 	CoAPSAddr string // default :5684; "-" disables
+	// MinFreeDisk is the free space the data dir needs before the embedded
+	// nats-server restarts JetStream after a write error (a full disk);
+	// default platform.DefaultMinFreeDisk.
+	MinFreeDisk uint64
 	// PublicURL is the issuer and the base of URLs handed to clients;
 	// default http://<HTTPAddr as bound>.
 	PublicURL string
@@ -195,6 +199,8 @@ type Cloud struct {
 	gateway  *coapgateway.Gateway
 	nc       *nats.Conn
 	natsURL  string
+	// embeddedNATS is the nats-server this process runs, nil with --nats-url.
+	embeddedNATS *platform.NATS
 	// dbUp is the database's state as the last ping saw it.
 	dbUp atomic.Bool
 	// httpClient calls our own services; it trusts the cloud's CAs.
@@ -254,10 +260,11 @@ func New(ctx context.Context, cfg Config) (_ *Cloud, err error) {
 
 	natsURL := cfg.NATSURL
 	if natsURL == "" {
-		n, err := platform.StartNATS(platform.NATSOptions{StoreDir: filepath.Join(cfg.DataDir, "nats"), Logger: cfg.Logger})
+		n, err := platform.StartNATS(platform.NATSOptions{StoreDir: filepath.Join(cfg.DataDir, "nats"), Logger: cfg.Logger, MinFreeDisk: cfg.MinFreeDisk})
 		if err != nil {
 			return nil, err
 		}
+		c.embeddedNATS = n
 		c.closers = append(c.closers, n.Shutdown)
 		natsURL = n.URL()
 	}
@@ -501,6 +508,10 @@ func (c *Cloud) GeneratedAdminPassword() string {
 // Ready reports whether every configured service is ready.
 func (c *Cloud) Ready() (bool, map[string]bool) {
 	st := map[string]bool{"nats": c.nc != nil && c.nc.IsConnected(), "database": c.dbUp.Load()}
+	if c.embeddedNATS != nil {
+		// An external NATS is its operator's to watch.
+		st["jetstream"] = c.embeddedNATS.StoreWritable()
+	}
 	if c.registry != nil {
 		st[ServiceRegistry] = c.registry.Ready()
 	}

@@ -2,7 +2,9 @@ package platform
 
 import (
 	"context"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -33,5 +35,69 @@ func TestEmbeddedServersAcceptClients(t *testing.T) {
 	}
 	if _, err := js.AccountInfo(); err != nil {
 		t.Fatalf("jetstream: %v", err)
+	}
+}
+
+// A stream's write error (as nats-server logs it) marks the store
+// unwritable; the keeper restarts JetStream once the store dir has
+// MinFreeDisk free, and the streams take messages again with what they
+// held before.
+func TestEmbeddedNATSRestartsJetStreamAfterAWriteError(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name    string
+		minFree uint64
+		restart bool
+	}{
+		{"room on the disk", 1, true},
+		{"the disk still full", 1 << 62, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			n, err := StartNATS(NATSOptions{StoreDir: t.TempDir(), MinFreeDisk: c.minFree})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer n.Shutdown()
+			nc, err := nats.Connect(n.URL())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			js, _ := nc.JetStream()
+			if _, err := js.AddStream(&nats.StreamConfig{Name: "S", Subjects: []string{"s"}, Storage: nats.FileStorage}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := js.Publish("s", []byte("before")); err != nil {
+				t.Fatal(err)
+			}
+			if !n.StoreWritable() {
+				t.Fatal("not writable at start")
+			}
+			n.srv.Errorf("JetStream stream '%s > %s' critical write error: %v", "$G", "S", syscall.ENOSPC)
+			if n.StoreWritable() {
+				t.Fatal("a write error did not make the store unwritable")
+			}
+			deadline := time.Now().Add(5 * storeCheckEvery)
+			for !n.StoreWritable() && time.Now().Before(deadline) {
+				time.Sleep(50 * time.Millisecond)
+			}
+			if !c.restart {
+				if n.StoreWritable() {
+					t.Fatal("JetStream restarted without MinFreeDisk free")
+				}
+				return
+			}
+			if !n.StoreWritable() {
+				t.Fatal("JetStream not restarted")
+			}
+			var ack *nats.PubAck
+			for ack == nil && time.Now().Before(deadline.Add(10*time.Second)) {
+				ack, _ = js.Publish("s", []byte("after"))
+			}
+			if ack == nil || ack.Sequence != 2 {
+				t.Fatalf("publish after the restart: %+v", ack)
+			}
+		})
 	}
 }

@@ -282,12 +282,23 @@ func TestFailedStartsLeaveExistingDataIntact(t *testing.T) {
 // at cleanup.
 func serveGood(t *testing.T, bin, dir, httpAddr, coapAddr, password string) (stop func()) {
 	t.Helper()
+	return startServe(t, exec.Command(bin, goodServeArgs(dir, httpAddr, coapAddr, password)...), httpAddr)
+}
+
+func goodServeArgs(dir, httpAddr, coapAddr, password string) []string {
+	return []string{"serve", "--data-dir", dir, "--http-addr", httpAddr, "--coap-addr", coapAddr, "--coaps-addr", "-",
+		"--admin-password", password, "--log-level", "warn"}
+}
+
+// startServe starts cmd, an `ocfcloud serve` listening on httpAddr, and
+// waits until it is ready; stop (also run at cleanup) sends SIGTERM and
+// expects a clean exit.
+func startServe(t *testing.T, cmd *exec.Cmd, httpAddr string) (stop func()) {
+	t.Helper()
 	logf, err := os.Create(filepath.Join(t.TempDir(), "serve.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "serve", "--data-dir", dir, "--http-addr", httpAddr, "--coap-addr", coapAddr, "--coaps-addr", "-",
-		"--admin-password", password, "--log-level", "warn")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -302,6 +313,9 @@ func serveGood(t *testing.T, bin, dir, httpAddr, coapAddr, password string) (sto
 		}
 		stopped = true
 		_ = cmd.Process.Signal(syscall.SIGTERM)
+		if t.Failed() || os.Getenv("SERVELOG") != "" {
+			t.Logf("serve's log:\n%s", log())
+		}
 		select {
 		case err := <-done:
 			if err != nil {
