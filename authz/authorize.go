@@ -271,7 +271,16 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		s.renderLogin(w, http.StatusBadRequest, c, areq, username, "Enter your username and password.")
 		return
 	}
+	if s.storageDown() {
+		s.renderLoginLater(w, c, areq, username)
+		return
+	}
 	u, wait, err := s.login(r.Context(), username, password, c.id, clientIP(r))
+	if err != nil && storageUnavailable(err) {
+		s.log.ErrorContext(r.Context(), "login failed", "err", err)
+		s.renderLoginLater(w, c, areq, username)
+		return
+	}
 	if wait > 0 {
 		w.Header().Set("Retry-After", fmt.Sprint(int((wait+time.Second-1)/time.Second)))
 		s.renderLogin(w, http.StatusTooManyRequests, c, areq, username,

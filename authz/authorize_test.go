@@ -9,12 +9,15 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/ocfcloud/ocfcloud/authz"
 )
 
 const redirectURI = "http://127.0.0.1:9/callback"
@@ -424,5 +427,33 @@ func TestPortalSignsInWithoutConsentAndManagesApps(t *testing.T) {
 	q := url.Values{"response_type": {"code"}, "client_id": {"ocfcloud-portal"}, "redirect_uri": {"http://127.0.0.1:9/"}}
 	if p := b.get(c.url + "/oauth/authorize?" + q.Encode()); p.status != http.StatusBadRequest {
 		t.Fatalf("portal with a foreign redirect URI: %d", p.status)
+	}
+}
+
+// While the database watcher reports the database down, the login form
+// comes back at once with 503, Retry-After, a message and the username
+// kept; submitting it again after the outage signs in.
+func TestLoginFormAsksToRetryWhileTheDatabaseIsDown(t *testing.T) {
+	var up atomic.Bool
+	up.Store(true)
+	c := startCloud(t, nil, nil, func(cfg *authz.Config) { cfg.DatabaseUp = up.Load })
+	_, _ = c.newUser("kim")
+	app := c.webApp(c.adminToken(), "web")
+	conf := oauth2.Config{ClientID: app.ClientID, RedirectURL: redirectURI, Endpoint: oauth2.Endpoint{AuthURL: c.url + "/oauth/authorize"}}
+	b := newBrowser(t)
+	p := b.get(conf.AuthCodeURL("s"))
+	up.Store(false)
+	p = b.submit(p, url.Values{"username": {"kim"}, "password": {"kim-password"}})
+	if p.status != http.StatusServiceUnavailable || p.header.Get("Retry-After") == "" || !isLoginPage(p) ||
+		!strings.Contains(p.body, "Try again in a few seconds") || !strings.Contains(p.body, `value="kim"`) {
+		t.Fatalf("login while the database is down: %d (Retry-After %q)\n%s", p.status, p.header.Get("Retry-After"), p.body)
+	}
+	up.Store(true)
+	p = b.submit(p, url.Values{"username": {"kim"}, "password": {"kim-password"}})
+	if isConsentPage(p) {
+		p = b.submit(p, url.Values{"decision": {"allow"}})
+	}
+	if q := redirected(t, p); q.Get("code") == "" {
+		t.Fatalf("no code after the outage: %v", q)
 	}
 }

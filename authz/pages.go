@@ -51,7 +51,24 @@ func (s *Server) renderError(w http.ResponseWriter, status int, msg string) {
 
 func (s *Server) renderInternal(w http.ResponseWriter, r *http.Request, what string, err error) {
 	s.log.ErrorContext(r.Context(), what+" failed", "err", err)
+	if storageUnavailable(err) {
+		w.Header().Set("Retry-After", "5")
+		s.renderError(w, http.StatusServiceUnavailable, storageDownMessage)
+		return
+	}
 	s.renderError(w, http.StatusInternalServerError, "Something went wrong on our side. Try again later.")
+}
+
+// storageDownMessage is what a person sees while authz cannot reach its
+// database.
+const storageDownMessage = "Sign-in is unavailable for a moment. Try again in a few seconds."
+
+// renderLoginLater shows the login form again, with the username kept and
+// 503 with Retry-After, while the database is down: submitting it again a
+// moment later is all the person has to do.
+func (s *Server) renderLoginLater(w http.ResponseWriter, c *client, areq *authRequest, username string) {
+	w.Header().Set("Retry-After", "5")
+	s.renderLogin(w, http.StatusServiceUnavailable, c, areq, username, storageDownMessage)
 }
 
 func (s *Server) clientName(c *client) string {
