@@ -54,7 +54,11 @@ func TestEmbeddedNATSRestartsJetStreamAfterAWriteError(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			n, err := StartNATS(NATSOptions{StoreDir: t.TempDir(), MinFreeDisk: c.minFree})
+			dir := t.TempDir()
+			if _, ok := freeBytes(dir); !ok && !c.restart {
+				t.Skip("no free-space figure on this system: the keeper does not wait for one")
+			}
+			n, err := StartNATS(NATSOptions{StoreDir: dir, MinFreeDisk: c.minFree})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -54,8 +54,8 @@ func TestFullDiskIsSurvivedWithoutRestart(t *testing.T) {
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "/readyz 200 after space was freed", 30*time.Second, func() bool { return readyz(base) == http.StatusOK })
-	waitFor(t, fmt.Sprintf("the change made on the full disk (power %d) in the twin", power), 30*time.Second, func() bool {
+	waitFor(t, "/readyz 200 after space was freed", 60*time.Second, func() bool { return readyz(base) == http.StatusOK })
+	waitFor(t, fmt.Sprintf("the change made on the full disk (power %d) in the twin", power), 60*time.Second, func() bool {
 		return twinLight(api, di)["power"] == float64(power)
 	})
 	dev.SetLight(false, 95)
