@@ -159,7 +159,7 @@ func (d *Dispatcher) startFanout(ctx context.Context) error {
 	d.inbox, d.fanDone = make(chan jetstream.Msg, 1024), make(chan struct{})
 	go fanoutLoop(d.inbox, d.fanDone, d.fanoutBatch)
 	inbox := d.inbox
-	if d.fanout, err = cons.Consume(func(m jetstream.Msg) { inbox <- m }, jetstream.ConsumeErrHandler(d.consumeError)); err != nil {
+	if d.fanout, err = cons.Consume(func(m jetstream.Msg) { inbox <- m }, events.ConsumeOptions(jetstream.ConsumeErrHandler(d.consumeError))...); err != nil {
 		return fmt.Errorf("webhook fan-out: %w", err)
 	}
 	d.log.Info("webhook fan-out started", "position", pos)

@@ -175,6 +175,15 @@ func (s *session) afterStored(fire func(), maxWait time.Duration) {
 	time.AfterFunc(maxWait, f)
 }
 
+// queuedPublishAttempt bounds one attempt to store a queued event. An ack
+// takes milliseconds; one missing after 3 s is most likely lost (a stream
+// that failed to write answers nothing, nor does a JetStream restarted
+// after a full disk answer what was sent before), and the retry carries the
+// same message id, so JetStream stores the event once however many
+// attempts reach it. Waiting the whole BackendTimeout held the device's
+// later events back for 10 s after every such loss.
+const queuedPublishAttempt = 3 * time.Second
+
 func (s *session) publishQueued(e *events.Envelope) {
 	for attempt := 0; ; attempt++ {
 		s.pubMu.Lock()
@@ -182,7 +191,7 @@ func (s *session) publishQueued(e *events.Envelope) {
 			s.pubMu.Unlock()
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), s.g.cfg.BackendTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), min(s.g.cfg.BackendTimeout, queuedPublishAttempt))
 		err := s.g.pub.Publish(ctx, e)
 		cancel()
 		s.pubMu.Unlock()

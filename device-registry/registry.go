@@ -82,7 +82,12 @@ func New(ctx context.Context, cfg Config) (*Registry, error) {
 	if cfg.Consumer == "" {
 		cfg.Consumer = "device-registry"
 	}
-	js, err := jetstream.New(cfg.NATS)
+	// A twin write whose ack has not come in 3 s is taken as failed and its
+	// events are redelivered a second later. Acks take milliseconds; a
+	// stream that failed to write (a full disk) never answers, and without
+	// this bound the apply loop waited its whole 30 s for each such write,
+	// also after JetStream was restarted.
+	js, err := jetstream.New(cfg.NATS, jetstream.WithPublishAsyncTimeout(3*time.Second))
 	if err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
 	}
@@ -139,7 +144,7 @@ func New(ctx context.Context, cfg Config) (*Registry, error) {
 	if r.svc, err = r.startService(); err != nil {
 		return nil, err
 	}
-	r.cc, err = cons.Consume(r.handleMsg)
+	r.cc, err = cons.Consume(r.handleMsg, events.ConsumeOptions()...)
 	if err != nil {
 		_ = r.svc.Stop()
 		return nil, fmt.Errorf("registry consume: %w", err)

@@ -121,6 +121,16 @@ type StreamOptions struct {
 	Owner bool
 }
 
+// ConsumeOptions are the pull settings of the event stream's long-lived
+// consumers (the registry's, the webhook fan-out's), plus extra. A pull
+// request the server has forgotten (JetStream restarted after a full disk,
+// a consumer leader moved) is noticed after two missed heartbeats: 4 s
+// here instead of nats.go's 30 s for a durable consumer, during which
+// every device's events would wait.
+func ConsumeOptions(extra ...jetstream.PullConsumeOpt) []jetstream.PullConsumeOpt {
+	return append([]jetstream.PullConsumeOpt{jetstream.PullExpiry(10 * time.Second), jetstream.PullHeartbeat(2 * time.Second)}, extra...)
+}
+
 // EnsureStream creates or updates the event stream.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, o StreamOptions) (jetstream.Stream, error) {
 	if o.MaxAge == 0 {

@@ -54,10 +54,13 @@ func TestFullDiskIsSurvivedWithoutRestart(t *testing.T) {
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
+	freed := time.Now()
 	waitFor(t, "/readyz 200 after space was freed", 60*time.Second, func() bool { return readyz(base) == http.StatusOK })
+	t.Logf("ready %v after the space was freed", time.Since(freed).Round(10*time.Millisecond))
 	waitFor(t, fmt.Sprintf("the change made on the full disk (power %d) in the twin", power), 60*time.Second, func() bool {
 		return twinLight(api, di)["power"] == float64(power)
 	})
+	t.Logf("the twin had the last change %v after the space was freed", time.Since(freed).Round(10*time.Millisecond))
 	dev.SetLight(false, 95)
 	waitFor(t, "a change after the recovery in the twin", 20*time.Second, func() bool {
 		l := twinLight(api, di)
