@@ -24,7 +24,7 @@ const (
 
 // WithFailureBudget sets how many tokens that cost a signature check and
 // were refused (a forged signature, an expired or revoked token: see
-// sigCheckKey) Require takes from one source address: perSecond
+// Verifier.verify) Require takes from one source address: perSecond
 // sustained, burst at once. Past it, Require answers 429 with Retry-After
 // for any token it does not know yet, without checking it: an ES256
 // verification (~150 µs of CPU) is what a flood of forged tokens costs.
@@ -86,7 +86,7 @@ func (v *Verifier) Require(next http.Handler, scopes ...string) http.Handler {
 				fmt.Sprintf("too many invalid access tokens from this address; try again in %d s", secs))
 			return
 		}
-		c, _, sigChecked, err := v.verify(r.Context(), raw, true)
+		c, _, sigChecked, err := v.verify(r.Context(), raw)
 		if err != nil {
 			// Inside: errors.As takes the variable's address, which puts
 			// it on the heap, on every request.
@@ -118,17 +118,6 @@ func (v *Verifier) Require(next http.Handler, scopes ...string) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 }
-
-// sigCheckKey carries, on the context of a verification Require makes, a
-// *bool that verifyJWT sets when the token reaches the signature check, the
-// only expensive step: those failures, and only those, are charged to the
-// source address's budget. The token is parsed first (malformed ones end
-// there) and issuer and expiry are checked after the signature, so a token
-// with a bad signature, an unknown key id, a foreign issuer, a past expiry
-// or a revocation is charged; an absent, malformed or unknown opaque token
-// costs less than the 429 would, and is not. A known token never gets
-// there.
-type sigCheckKey struct{}
 
 // IsNoToken reports whether err means the request carried no token.
 func IsNoToken(err error) bool { return errors.Is(err, ErrNoToken) }

@@ -173,7 +173,7 @@ func (v *Verifier) Close() {
 // Verify checks signature, issuer, expiry and revocation of raw and returns
 // its claims. A revoked token gives an error wrapping ErrRevoked.
 func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
-	c, shared, _, err := v.verify(ctx, raw, false)
+	c, shared, _, err := v.verify(ctx, raw)
 	if shared {
 		cp := *c
 		return &cp, nil
@@ -182,11 +182,15 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
 }
 
 // verify is Verify. shared means c is the verifier's cached value, which the
-// caller must not modify. With watch, sigChecked reports whether the token
-// reached the signature check (see sigCheckKey); only then does the
-// context carry the flag, so a token found in the cache costs no
-// allocation.
-func (v *Verifier) verify(ctx context.Context, raw string, watch bool) (c *Claims, shared, sigChecked bool, err error) {
+// caller must not modify. sigChecked reports whether the token reached the
+// signature check, the only expensive step: Require charges those
+// failures, and only those, to the source address's budget. A token is
+// parsed first (a malformed one ends there) and issuer and expiry are
+// checked after the signature, so a bad signature, an unknown key id, a
+// foreign issuer, a past expiry or a revocation is charged; an absent,
+// malformed or unknown opaque token costs less than the 429 would, and is
+// not. A token in the cache never gets there.
+func (v *Verifier) verify(ctx context.Context, raw string) (c *Claims, shared, sigChecked bool, err error) {
 	if err := v.waitReady(ctx); err != nil {
 		return nil, false, false, fmt.Errorf("verify token: %w", err)
 	}
@@ -205,30 +209,20 @@ func (v *Verifier) verify(ctx context.Context, raw string, watch bool) (c *Claim
 		}
 		return c, true, false, nil
 	}
-	var checked *bool
-	if watch {
-		checked = new(bool)
-		ctx = context.WithValue(ctx, sigCheckKey{}, checked)
-	}
-	c, err = v.verifyJWT(ctx, raw, key)
-	return c, false, checked != nil && *checked, err
-}
-
-// verifyJWT checks a token that is not in the cache and caches it: an ES256
-// signature by one of the issuer's keys, then the issuer, expiry (required)
-// and not-before (5 minutes of leeway for clock skew) claims, in the order
-// and with the rules go-oidc applied before, in one parse of the token
-// (go-oidc and go-jose parsed it twice and its claims three times). When
-// the context carries a sigCheckKey flag, it is set once the token reaches
-// the signature check (see Require).
-func (v *Verifier) verifyJWT(ctx context.Context, raw string, key [32]byte) (*Claims, error) {
 	tok, err := parseES256(raw)
 	if err != nil {
-		return nil, fmt.Errorf("verify token: %w", err)
+		return nil, false, false, fmt.Errorf("verify token: %w", err)
 	}
-	if checked, ok := ctx.Value(sigCheckKey{}).(*bool); ok {
-		*checked = true
-	}
+	c, err = v.verifyJWT(ctx, tok, key)
+	return c, false, true, err
+}
+
+// verifyJWT checks a parsed token that is not in the cache and caches it:
+// an ES256 signature by one of the issuer's keys, then the issuer, expiry
+// (required) and not-before (5 minutes of leeway for clock skew) claims, in
+// the order and with the rules go-oidc applied before, in one parse of the
+// token (go-oidc and go-jose parsed it twice and its claims three times).
+func (v *Verifier) verifyJWT(ctx context.Context, tok *es256Token, key [32]byte) (*Claims, error) {
 	if err := v.keys.verify(ctx, tok); err != nil {
 		return nil, fmt.Errorf("verify token: %w", err)
 	}
