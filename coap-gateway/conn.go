@@ -235,10 +235,7 @@ func (c *deviceConn) answer(m *pool.Message) {
 	c.mu.Lock()
 	ch, waited := c.waiters[key]
 	if waited {
-		delete(c.waiters, key)
-		if len(c.waiters) == 0 {
-			c.waiters = nil
-		}
+		c.forgetLocked(key)
 	}
 	var notify func(*pool.Message)
 	if i := c.observerIndexLocked(m.Token()); i >= 0 {
@@ -337,6 +334,12 @@ func (c *deviceConn) do(ctx context.Context, req *pool.Message) (*pool.Message, 
 func (c *deviceConn) forget(key uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.forgetLocked(key)
+}
+
+// forgetLocked removes the waiter of key; c.mu is held. An idle connection
+// keeps no map.
+func (c *deviceConn) forgetLocked(key uint64) {
 	delete(c.waiters, key)
 	if len(c.waiters) == 0 {
 		c.waiters = nil
