@@ -1,11 +1,12 @@
 package c2capi_test
 
 import (
-	"bytes"
-	"io"
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"testing"
+
+	"github.com/ocfcloud/ocfcloud/internal/c2cbench"
 )
 
 // The benchmarks below measure what one request costs the whole in-process
@@ -26,28 +27,9 @@ func benchClient() *http.Client {
 }
 
 func benchCall(b *testing.B, c *http.Client, method, url, token string, body []byte, want int) []byte {
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequest(method, url, rd)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		b.Fatal(err)
-	}
-	data, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != want {
-		b.Fatalf("%s %s: %d %v %s", method, url, resp.StatusCode, err, data)
+	status, data, err := c2cbench.Call(context.Background(), c, method, url, token, body)
+	if err != nil || status != want {
+		b.Fatalf("%s %s: %d %v %s", method, url, status, err, data)
 	}
 	return data
 }

@@ -126,7 +126,7 @@ func Run(ctx context.Context, o Options, out io.Writer) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for _, u := range lights {
 		for {
-			status, body, err := call(ctx, client, http.MethodGet, u, token, nil)
+			status, body, err := Call(ctx, client, http.MethodGet, u, token, nil)
 			if err == nil && status == http.StatusOK {
 				twin = body
 				break
@@ -159,7 +159,7 @@ func Run(ctx context.Context, o Options, out io.Writer) error {
 
 	expect := func(want int, method, u string, body []byte) func(context.Context, int) error {
 		return func(ctx context.Context, _ int) error {
-			status, b, err := call(ctx, client, method, u, token, body)
+			status, b, err := Call(ctx, client, method, u, token, body)
 			if err != nil {
 				return err
 			}
@@ -207,7 +207,7 @@ func Run(ctx context.Context, o Options, out io.Writer) error {
 	runtime.ReadMemStats(&heapBefore)
 	var forgedN, refused, limited atomic.Int64
 	forgedRes := loadgen.Run(ctx, lo, func(ctx context.Context, _ int) error {
-		status, b, err := call(ctx, client, http.MethodGet, base+"/api/v1/devices", forge(token, forgedN.Add(1)), nil)
+		status, b, err := Call(ctx, client, http.MethodGet, base+"/api/v1/devices", forge(token, forgedN.Add(1)), nil)
 		if err != nil {
 			return err
 		}
@@ -247,7 +247,10 @@ func Run(ctx context.Context, o Options, out io.Writer) error {
 	return nil
 }
 
-func call(ctx context.Context, c *http.Client, method, u, token string, body []byte) (int, []byte, error) {
+// Call sends one request with an optional Bearer token and JSON body and
+// reads the whole answer. It is the one request of the C2C benchmarks: the
+// load generator's here and the Go benchmarks' in package c2c-api.
+func Call(ctx context.Context, c *http.Client, method, u, token string, body []byte) (int, []byte, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
