@@ -254,6 +254,6 @@ func (s *Server) problemInternal(w http.ResponseWriter, r *http.Request, what st
 // writeStorageOutage is the REST form of storageOutage: problem JSON, 503,
 // Retry-After.
 func writeStorageOutage(w http.ResponseWriter) {
-	w.Header().Set("Retry-After", "5")
+	setStorageRetryAfter(w)
 	httpx.WriteProblem(w, http.StatusServiceUnavailable, "the authorization server cannot reach its storage; retry shortly")
 }

@@ -52,7 +52,7 @@ func (s *Server) renderError(w http.ResponseWriter, status int, msg string) {
 func (s *Server) renderInternal(w http.ResponseWriter, r *http.Request, what string, err error) {
 	s.log.ErrorContext(r.Context(), what+" failed", "err", err)
 	if storageUnavailable(err) {
-		w.Header().Set("Retry-After", "5")
+		setStorageRetryAfter(w)
 		s.renderError(w, http.StatusServiceUnavailable, storageDownMessage)
 		return
 	}
@@ -67,7 +67,7 @@ const storageDownMessage = "Sign-in is unavailable for a moment. Try again in a 
 // 503 with Retry-After, while the database is down: submitting it again a
 // moment later is all the person has to do.
 func (s *Server) renderLoginLater(w http.ResponseWriter, c *client, areq *authRequest, username string) {
-	w.Header().Set("Retry-After", "5")
+	setStorageRetryAfter(w)
 	s.renderLogin(w, http.StatusServiceUnavailable, c, areq, username, storageDownMessage)
 }
 

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -345,11 +346,21 @@ func (s *Server) internalError(ctx context.Context, what string, err error, attr
 	return serverError()
 }
 
+// storageRetryAfter is the Retry-After of every answer authz gives because
+// it cannot reach its database.
+const storageRetryAfter = 5 * time.Second
+
+// setStorageRetryAfter adds storageRetryAfter to an answer in a REST or page
+// form (storageOutage carries it in the OAuth form).
+func setStorageRetryAfter(w http.ResponseWriter) {
+	w.Header().Set("Retry-After", strconv.Itoa(int(storageRetryAfter/time.Second)))
+}
+
 // storageOutage tells the client, in the protocol's own terms, that it may
 // retry the same request shortly.
 func storageOutage() *oauthError {
 	return &oauthError{status: http.StatusServiceUnavailable, code: "temporarily_unavailable",
-		description: "the authorization server cannot reach its storage; retry shortly", retryAfter: 5 * time.Second}
+		description: "the authorization server cannot reach its storage; retry shortly", retryAfter: storageRetryAfter}
 }
 
 // storageUnavailable reports whether err means the database could not be
