@@ -205,6 +205,15 @@ func (g *Gateway) handleSession(w *responseWriter, r *pool.Message) {
 		signedIn, di, _ := s.identity()
 		if signedIn && (req.DeviceID == "" || req.DeviceID == di) {
 			s.signOut()
+			// The answer says commands no longer reach the device here, so
+			// the UNSUB must have reached the server first: a command sent
+			// right after would otherwise still be routed to this gateway,
+			// which no longer listens, and time out instead of failing at
+			// once with no gateway. Sign-outs are rare; the round trip is
+			// cheap.
+			if err := g.cfg.NATS.FlushWithContext(ctx); err != nil {
+				s.logger().Debug("sign-out: flush", "err", err)
+			}
 		}
 		respondCBOR(w, codes.Changed, map[string]any{})
 		return
